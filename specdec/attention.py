@@ -1,0 +1,115 @@
+"""Attention over the paged KV pool: metadata and the backend interface.
+
+Every step attends the flattened new tokens of all scheduled requests
+(prefill-chunk tokens or draft-tree nodes) to each request's cached prefix
+(read through its block table) plus its own new tokens. New tokens of request
+b are visible to each other causally, or, where `is_tree[b]`, through the
+packed ancestor mask: bit j of `tree_mask[t]` (word j // 32, bit j % 32) set
+means new token j of the same request is visible to flat query row t.
+
+The new tokens' K/V are written to `slot_mapping` first; they occupy KV
+positions `seq_lens[b] - q_len_b ... seq_lens[b] - 1` of their request.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+PAD_ID = -1  # padding in block tables and slot mappings
+
+
+@dataclass(slots=True)
+class AttentionMetadata:
+    cu_seqlens_q: torch.Tensor       # [B+1] int32, prefix sums of new tokens per request
+    seq_lens: torch.Tensor           # [B] int32, KV length incl. the new tokens
+    block_tables: torch.Tensor       # [B, max_blocks] int32, PAD_ID past the end
+    slot_mapping: torch.Tensor       # [T] int64, cache slot of each new token (PAD_ID = skip)
+    tree_mask: torch.Tensor | None   # [T, ceil(max_tree/32)] int32 packed ancestor bits
+    is_tree: torch.Tensor | None     # [B] int32, 1 = use tree_mask rows, 0 = causal
+    # Host copies so the torch path never syncs on device tensors.
+    q_lens_cpu: list[int]
+    seq_lens_cpu: list[int]
+    block_tables_cpu: list[list[int]]
+    is_tree_cpu: list[bool]
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.slot_mapping.shape[0])
+
+
+def unpack_tree_mask(packed: torch.Tensor, n: int) -> torch.Tensor:
+    """[rows, W] int32 packed bits -> [rows, n] bool (bit j of word j // 32)."""
+    j = torch.arange(n, device=packed.device)
+    words = packed[:, j // 32].to(torch.int64) & 0xFFFFFFFF
+    return ((words >> (j % 32)) & 1).bool()
+
+
+def pack_tree_mask(mask: torch.Tensor) -> torch.Tensor:
+    """[rows, n] bool -> [rows, ceil(n/32)] int32 packed (inverse of unpack_tree_mask)."""
+    rows, n = mask.shape
+    num_words = (n + 31) // 32
+    padded = torch.zeros(rows, num_words * 32, dtype=torch.int64, device=mask.device)
+    padded[:, :n] = mask.to(torch.int64)
+    weights = (1 << torch.arange(32, dtype=torch.int64, device=mask.device))
+    words = (padded.view(rows, num_words, 32) * weights).sum(-1)
+    # reinterpret as signed int32 (bit 31 is the sign bit)
+    words = torch.where(words >= 2**31, words - 2**32, words)
+    return words.to(torch.int32)
+
+
+class TorchAttention:
+    """Reference attention backend: gathers each request's KV through its block table.
+
+    Used on CPU; the Triton kernel (kernels/tree_attention.py) implements the same
+    contract on CUDA.
+    """
+
+    def store_kv(self, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor,
+                 v_cache: torch.Tensor, meta: AttentionMetadata) -> None:
+        # k, v: [T, Hkv, D]; caches: [num_blocks, block_size, Hkv, D]
+        slots = meta.slot_mapping
+        k_cache.view(-1, *k_cache.shape[2:]).index_copy_(0, slots, k.to(k_cache.dtype))
+        v_cache.view(-1, *v_cache.shape[2:]).index_copy_(0, slots, v.to(v_cache.dtype))
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata,
+                scale: float) -> torch.Tensor:
+        """q: [T, Hq, D]; k, v: [T, Hkv, D] (new tokens). Returns [T, Hq, D]. Mutates the caches."""
+        self.store_kv(k, v, k_cache, v_cache, meta)
+        block_size = k_cache.shape[1]
+        out = torch.empty_like(q)
+        start = 0
+        for b, q_len in enumerate(meta.q_lens_cpu):
+            if q_len == 0:
+                continue
+            seq_len = meta.seq_lens_cpu[b]
+            num_blocks = (seq_len + block_size - 1) // block_size
+            blocks = torch.tensor(meta.block_tables_cpu[b][:num_blocks], dtype=torch.long)
+            kb = k_cache.index_select(0, blocks).flatten(0, 1)[:seq_len]  # (S, Hkv, D)
+            vb = v_cache.index_select(0, blocks).flatten(0, 1)[:seq_len]
+            qb = q[start:start + q_len]                                 # (Q, Hq, D)
+            mask = self._mask(meta, b, start, q_len, seq_len, q.device)
+            o = F.scaled_dot_product_attention(
+                qb.transpose(0, 1).unsqueeze(0), kb.transpose(0, 1).unsqueeze(0).to(q.dtype),
+                vb.transpose(0, 1).unsqueeze(0).to(q.dtype), attn_mask=mask, scale=scale,
+                enable_gqa=True,
+            )                                                           # (1, Hq, Q, D)
+            out[start:start + q_len] = o[0].transpose(0, 1)
+            start += q_len
+        return out
+
+    @staticmethod
+    def _mask(meta: AttentionMetadata, b: int, start: int, q_len: int, seq_len: int,
+              device: torch.device) -> torch.Tensor | None:
+        """[Q, S] bool visibility, or None when every key is visible (single query)."""
+        ctx_len = seq_len - q_len
+        if meta.is_tree_cpu[b]:
+            new = unpack_tree_mask(meta.tree_mask[start:start + q_len], q_len)
+        elif q_len == 1:
+            return None
+        else:
+            new = torch.ones(q_len, q_len, dtype=torch.bool, device=device).tril()
+        prefix = torch.ones(q_len, ctx_len, dtype=torch.bool, device=device)
+        return torch.cat([prefix, new], dim=1)

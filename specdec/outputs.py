@@ -1,0 +1,51 @@
+"""What the engine hands back: RequestOutput / CompletionOutput (vLLM's shape) and metrics."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class Logprob:
+    token_id: int
+    logprob: float
+    top: dict[int, float]  # top-k alternatives (token id -> logprob), may include token_id
+
+
+@dataclass(slots=True)
+class RequestMetrics:
+    arrival_time: float
+    first_scheduled_time: float | None = None
+    first_token_time: float | None = None
+    finished_time: float | None = None
+    token_times: list[float] = field(default_factory=list)  # time each output token was emitted
+    num_forwards: int = 0           # target forwards that emitted >= 1 token for this request
+    num_drafted_tokens: int = 0     # draft tokens verified
+    num_accepted_tokens: int = 0    # draft tokens accepted
+    accepted_per_depth: list[int] = field(default_factory=list)  # accepted count at depth 1, 2, ...
+    drafted_per_depth: list[int] = field(default_factory=list)   # steps that drafted depth 1, 2, ...
+    num_cached_prompt_tokens: int = 0  # prompt tokens served from the prefix cache
+
+    @property
+    def tau(self) -> float:
+        """Tokens emitted per target forward (incl. bonus); 1.0 for plain decoding."""
+        return len(self.token_times) / self.num_forwards if self.num_forwards else 0.0
+
+
+@dataclass(slots=True)
+class CompletionOutput:
+    index: int
+    text: str
+    token_ids: list[int]
+    finish_reason: str | None = None      # "stop" | "length" | "abort" | None while running
+    stop_reason: int | str | None = None  # the stop string or token id that ended it
+    logprobs: list[Logprob] | None = None
+
+
+@dataclass(slots=True)
+class RequestOutput:
+    request_id: str
+    prompt: str | None
+    prompt_token_ids: list[int]
+    outputs: list[CompletionOutput]
+    finished: bool
+    metrics: RequestMetrics
