@@ -39,6 +39,8 @@ class CompletionOutput:
     finish_reason: str | None = None      # "stop" | "length" | "abort" | None while running
     stop_reason: int | str | None = None  # the stop string or token id that ended it
     logprobs: list[Logprob] | None = None
+    delta_text: str = ""                  # text new since the previous RequestOutput (streaming)
+    delta_token_ids: list[int] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -1,0 +1,110 @@
+"""`specdec` command line: generate once, or chat interactively with streaming output."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from specdec.sampling_params import SamplingParams
+
+
+def _add_engine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="HF folder or .gguf file (default: bundled SmolLM2-135M-Instruct)")
+    p.add_argument("--dtype", default=None, help="float32 | bfloat16 | auto (default: fastest here)")
+    p.add_argument("--speculative-config", default=None, type=json.loads,
+                   help='JSON, e.g. \'{"method": "ngram", "num_speculative_tokens": 4}\'')
+
+
+def _add_sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=-1)
+    p.add_argument("--min-p", type=float, default=0.0)
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
+
+
+def _params(a) -> SamplingParams:
+    return SamplingParams(max_tokens=a.max_tokens, temperature=a.temperature, top_p=a.top_p,
+                          top_k=a.top_k, min_p=a.min_p, repetition_penalty=a.repetition_penalty,
+                          seed=a.seed, stop=a.stop)
+
+
+def _load(a):
+    from specdec.llm import LLM
+    return LLM(model=a.model, dtype=a.dtype, speculative_config=a.speculative_config)
+
+
+def stream(llm, token_ids: list[int], params: SamplingParams, out=sys.stdout):
+    """Run one request, writing text deltas as they are produced. Returns the final output."""
+    engine = llm.engine
+    rid = engine.add_request(None, token_ids, params)
+    final = None
+    while final is None:
+        for o in engine.step():
+            if o.request_id == rid:
+                out.write(o.outputs[0].delta_text)
+                out.flush()
+                if o.finished:
+                    final = o
+    return final
+
+
+def cmd_generate(a) -> int:
+    llm = _load(a)
+    ids = llm.tokenizer.encode(a.prompt) if a.raw else llm.tokenizer.encode(
+        llm.apply_chat_template([{"role": "user", "content": a.prompt}]), add_special_tokens=False)
+    t0 = time.monotonic()
+    final = stream(llm, ids, _params(a))
+    dt = time.monotonic() - t0
+    n = len(final.outputs[0].token_ids)
+    print(f"\n[{n} tokens in {dt:.2f}s, {n / dt:.1f} tok/s, tau {final.metrics.tau:.2f}]", file=sys.stderr)
+    return 0
+
+
+def cmd_chat(a) -> int:
+    llm = _load(a)
+    history: list[dict] = [{"role": "system", "content": a.system}] if a.system else []
+    print("specdec chat: empty line or Ctrl-D to quit, /reset to clear history", file=sys.stderr)
+    while True:
+        try:
+            line = input("> ").strip()
+        except EOFError:
+            break
+        if not line:
+            break
+        if line == "/reset":
+            history = history[:1] if a.system else []
+            continue
+        history.append({"role": "user", "content": line})
+        ids = llm.tokenizer.encode(llm.apply_chat_template(history), add_special_tokens=False)
+        final = stream(llm, ids, _params(a))
+        print()
+        history.append({"role": "assistant", "content": final.outputs[0].text})
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="specdec", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    g = sub.add_parser("generate", help="generate a reply to one prompt")
+    g.add_argument("prompt")
+    g.add_argument("--raw", action="store_true", help="no chat template: continue the text")
+    c = sub.add_parser("chat", help="interactive chat, streamed")
+    c.add_argument("--system", default=None, help="system prompt")
+    for p in (g, c):
+        _add_engine_args(p)
+        _add_sampling_args(p)
+    a = parser.parse_args(argv)
+    try:
+        return {"generate": cmd_generate, "chat": cmd_chat}[a.cmd](a)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"specdec: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""EngineConfig: the one validated settings object. Each component reads only its fields."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+def cpu_has_fast_bf16() -> bool:
+    """AVX512-BF16 / AMX make bf16 matmuls faster than fp32 on x86 CPUs."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    except OSError:
+        return False
+
+
+def default_dtype(device: str) -> torch.dtype:
+    if device.startswith("cuda"):
+        return torch.bfloat16
+    return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
+    if dtype is None or dtype == "auto":
+        return default_dtype(device)
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES)} or 'auto'")
+    return DTYPES[dtype]
+
+
+@dataclass(slots=True)
+class EngineConfig:
+    model: str | None = None              # HF folder or .gguf file; None = bundled SmolLM2
+    dtype: str | torch.dtype | None = None  # None/"auto" = fastest on the device
+    device: str = "cpu"
+    block_size: int = 16                  # tokens per KV block
+    kv_cache_memory: int = 512 * 2**20    # bytes for the KV pool (target + draft)
+    num_kv_blocks: int | None = None      # overrides kv_cache_memory (tests)
+    max_num_seqs: int = 64                # running requests per step
+    max_num_batched_tokens: int = 512     # token budget per step (chunked prefill)
+    max_model_len: int | None = None      # context limit; None = the model's
+    enable_prefix_caching: bool = True
+    seed: int = 0                         # engine generator for unseeded requests
+    speculative_config: dict[str, Any] | None = None
+    attention_backend: str = "auto"       # "auto" | "torch" | "triton"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.block_size <= 0 or self.block_size % 8:
+            raise ValueError(f"block_size must be a positive multiple of 8, got {self.block_size}")
+        if self.max_num_seqs < 1 or self.max_num_batched_tokens < 1:
+            raise ValueError("max_num_seqs and max_num_batched_tokens must be >= 1")
+        if self.attention_backend not in ("auto", "torch", "triton"):
+            raise ValueError(f"attention_backend must be auto|torch|triton, got {self.attention_backend!r}")
+        self.dtype = resolve_dtype(self.dtype, self.device)

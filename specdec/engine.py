@@ -1,0 +1,169 @@
+"""LLMEngine: requests in, one step at a time, outputs out.
+
+`step()` is the data flow of DESIGN.md, one named call per stage.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+
+import torch
+
+from specdec.block_manager import BlockManager
+from specdec.config import EngineConfig
+from specdec.draft_tree import DraftTree
+from specdec.kv_pool import KVPool, KVSpec
+from specdec.model_runner import ModelRunner, build_step_inputs
+from specdec.models.llama import LlamaModel
+from specdec.output_processor import OutputProcessor
+from specdec.outputs import RequestOutput
+from specdec.request import Request
+from specdec.sampler import RowContext, apply_penalties_and_bias, target_probs
+from specdec.sampling_params import SamplingParams
+from specdec.scheduler import Scheduler, SchedulerOutput
+from specdec.verifier import AcceptResult, verify_greedy, verify_sampled
+
+logger = logging.getLogger(__name__)
+
+
+def make_attention_backend(name: str, device: str):
+    if name == "triton" or (name == "auto" and device.startswith("cuda")):
+        from specdec.triton_attention import TritonAttention
+        return TritonAttention()
+    from specdec.attention import TorchAttention
+    return TorchAttention()
+
+
+class LLMEngine:
+    def __init__(self, config: EngineConfig):
+        from specdec.loader import bundled_model_path, load_checkpoint
+
+        self.config = config
+        t0 = time.monotonic()
+        ckpt = load_checkpoint(config.model or bundled_model_path())
+        self.model_config = mc = ckpt.config
+        self.tokenizer = ckpt.tokenizer
+        self.eos_token_ids = tuple(sorted(set(mc.eos_token_ids) | (
+            {self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set())))
+        model_len = min(mc.max_position_embeddings, config.max_model_len or mc.max_position_embeddings)
+        self.model = LlamaModel(mc, model_len + 64, config.dtype, config.device)
+        self.model.load_hf_weights(ckpt.weights)
+        del ckpt
+        specs = [KVSpec(mc.num_layers, mc.num_kv_heads, mc.head_dim)]
+        if config.num_kv_blocks is not None:
+            self.pool = KVPool(specs, config.num_kv_blocks, config.block_size, config.dtype, config.device)
+        else:
+            self.pool = KVPool.from_budget(specs, config.kv_cache_memory, config.block_size,
+                                           config.dtype, config.device)
+        # a request may never outgrow what one pool can hold
+        self.max_model_len = min(model_len, self.pool.num_blocks * config.block_size)
+        self.block_manager = BlockManager(self.pool.num_blocks, config.block_size,
+                                          config.enable_prefix_caching)
+        self.scheduler = Scheduler(self.block_manager, config.max_num_seqs,
+                                   config.max_num_batched_tokens)
+        self.runner = ModelRunner(self.model, self.pool.kv[0], config.block_size,
+                                  make_attention_backend(config.attention_backend, config.device),
+                                  config.device)
+        self.output_processor = OutputProcessor(self.tokenizer, self.max_model_len)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.requests: dict[str, Request] = {}
+        self._ids = itertools.count()
+        logger.info("engine ready in %.1fs: %d KV blocks of %d tokens, dtype %s",
+                    time.monotonic() - t0, self.pool.num_blocks, config.block_size, config.dtype)
+
+    # ---- requests ---------------------------------------------------------------
+    def add_request(self, request_id: str | None, prompt_token_ids: list[int],
+                    params: SamplingParams | None = None, prompt: str | None = None) -> str:
+        """Validate and queue a request. Bad input raises ValueError; nothing else is touched."""
+        params = params or SamplingParams()
+        request_id = request_id if request_id is not None else f"req-{next(self._ids)}"
+        if request_id in self.requests:
+            raise ValueError(f"request id {request_id!r} is already in use")
+        ids = list(prompt_token_ids)
+        if not ids:
+            raise ValueError("prompt is empty: give at least one token")
+        vocab = self.model_config.vocab_size
+        if any(not isinstance(t, int) or t < 0 or t >= vocab for t in ids):
+            raise ValueError(f"prompt token ids must be integers in [0, {vocab})")
+        if len(ids) >= self.max_model_len:
+            raise ValueError(f"prompt has {len(ids)} tokens but the context limit is "
+                             f"{self.max_model_len} (prompt + at least one new token)")
+        for t in list((params.logit_bias or {}).keys()) + list(params.stop_token_ids):
+            if not isinstance(t, int) or not 0 <= t < vocab:
+                raise ValueError(f"token id {t!r} in logit_bias / stop_token_ids is outside [0, {vocab})")
+        req = Request(request_id, ids, params, self.eos_token_ids, prompt=prompt)
+        self.output_processor.init_request(req)
+        self.requests[request_id] = req
+        self.scheduler.add(req)
+        return request_id
+
+    def abort_request(self, request_id: str) -> None:
+        req = self.requests.pop(request_id, None)
+        if req is not None and not req.is_finished:
+            req.finish_reason = "abort"
+            self.scheduler.finish(req)
+
+    def has_unfinished_requests(self) -> bool:
+        return self.scheduler.has_unfinished()
+
+    # ---- the step -----------------------------------------------------------------
+    def step(self) -> list[RequestOutput]:
+        batch = self.scheduler.schedule()
+        if batch.is_empty:
+            return []
+        trees = self.propose(batch)
+        inputs = build_step_inputs(batch, trees, self.config.block_size, self.config.device)
+        logits = self.runner.forward(inputs)
+        results = self.verify(batch, trees, logits, inputs.cu_logits)
+        self.commit(batch, trees, results)
+        outputs = self.output_processor.emit(batch, trees, results, logits, inputs.cu_logits)
+        for req in self.scheduler.update(batch):
+            self.requests.pop(req.request_id, None)
+        return outputs
+
+    # ---- stages -----------------------------------------------------------------------
+    def propose(self, batch: SchedulerOutput) -> list[DraftTree | None]:
+        """A draft tree per request that samples this step (root only without speculation)."""
+        return [DraftTree.root_only(s.req.token_ids[-1]) if s.produces_token else None
+                for s in batch.scheduled]
+
+    def verify(self, batch: SchedulerOutput, trees: list[DraftTree | None], logits: torch.Tensor,
+               cu_logits: list[int]) -> list[AcceptResult | None]:
+        results: list[AcceptResult | None] = []
+        for b, (s, tree) in enumerate(zip(batch.scheduled, trees)):
+            if tree is None:
+                results.append(None)
+                continue
+            req = s.req
+            rows = logits[cu_logits[b]:cu_logits[b + 1]]            # [N, V], one per node
+            ctx = [RowContext(req.params, req.prompt_token_ids,
+                              req.output_token_ids + [tree.token_ids[n] for n in tree.path_to(i)[1:]],
+                              req.generator) for i in range(tree.num_nodes)]
+            p = req.params
+            if p.is_greedy:
+                if p.has_penalties or p.logit_bias:
+                    rows = apply_penalties_and_bias(rows.clone(), ctx)
+                results.append(verify_greedy(tree, rows.argmax(-1).tolist()))
+            else:
+                probs = target_probs(rows, ctx)
+                results.append(verify_sampled(tree, probs, req.generator or self.generator))
+        return results
+
+    def commit(self, batch: SchedulerOutput, trees: list[DraftTree | None],
+               results: list[AcceptResult | None]) -> None:
+        """Keep the root's and accepted nodes' K/V: move accepted nodes to consecutive slots."""
+        from specdec.model_runner import slot_of
+        src, dst = [], []
+        bs = self.config.block_size
+        for s, tree, result in zip(batch.scheduled, trees, results):
+            s.num_committed = s.num_new_tokens
+            if result is None or tree is None or tree.num_nodes == 1:
+                continue
+            base = s.req.num_computed_tokens
+            for k, node in enumerate(result.accepted_nodes, start=1):
+                if node != k:
+                    src.append(slot_of(s.req.block_table, base + node, bs))
+                    dst.append(slot_of(s.req.block_table, base + k, bs))
+            s.num_committed += result.num_accepted
+        self.runner.commit_kv(src, dst)

@@ -1,0 +1,100 @@
+"""OutputProcessor: appends a step's emitted tokens to each request, one at a time.
+
+Speculation emits several tokens per step, and any of them may end the request
+(EOS, a stop token, max_tokens, the context limit, or a stop string that
+completes mid-way); tokens after the one that ends it are dropped. Also
+records logprobs and latency / acceptance metrics.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from specdec.detokenizer import IncrementalDetokenizer
+from specdec.draft_tree import DraftTree
+from specdec.outputs import CompletionOutput, RequestOutput
+from specdec.request import Request
+from specdec.sampler import make_logprob
+from specdec.scheduler import SchedulerOutput
+from specdec.verifier import AcceptResult
+
+
+class OutputProcessor:
+    def __init__(self, tokenizer, max_model_len: int):
+        self.tokenizer = tokenizer
+        self.max_model_len = max_model_len
+
+    def init_request(self, req: Request) -> None:
+        req.detok = IncrementalDetokenizer(self.tokenizer, req.params.stop,
+                                           req.params.include_stop_str_in_output)
+
+    def emit(self, batch: SchedulerOutput, trees: list[DraftTree | None],
+             results: list[AcceptResult | None], logits: torch.Tensor,
+             cu_logits: list[int]) -> list[RequestOutput]:
+        now = time.monotonic()
+        outputs = []
+        for b, (s, tree, result) in enumerate(zip(batch.scheduled, trees, results)):
+            req = s.req
+            if result is None:
+                continue                                  # mid-prefill chunk: nothing to emit
+            self._record_speculation(req, tree, result)
+            new_ids = []
+            for token_id, node in zip(result.token_ids, result.source_nodes):
+                req.token_ids.append(token_id)
+                new_ids.append(token_id)
+                req.metrics.token_times.append(now)
+                if req.logprobs is not None:
+                    req.logprobs.append(make_logprob(logits[cu_logits[b] + node], token_id,
+                                                     req.params.logprobs))
+                if self._check_finish(req, token_id):
+                    break
+            if req.metrics.first_token_time is None:
+                req.metrics.first_token_time = now
+            req.metrics.num_forwards += 1
+            outputs.append(self.make_output(req, new_ids))
+        return outputs
+
+    def make_output(self, req: Request, new_ids: list[int]) -> RequestOutput:
+        finished = req.finish_reason is not None
+        if finished:
+            req.detok.flush()
+            req.metrics.finished_time = time.monotonic()
+        delta = req.detok.delta(finished)
+        completion = CompletionOutput(
+            index=0, text=req.detok.text[:req.detok.num_emitted_chars],
+            token_ids=list(req.output_token_ids), finish_reason=req.finish_reason,
+            stop_reason=req.stop_reason, logprobs=req.logprobs,
+            delta_text=delta, delta_token_ids=new_ids)
+        return RequestOutput(req.request_id, req.prompt, req.prompt_token_ids, [completion],
+                             finished, req.metrics)
+
+    def _check_finish(self, req: Request, token_id: int) -> bool:
+        p = req.params
+        stop_string = req.detok.add_token(token_id)
+        if token_id in req.eos_token_ids and not p.ignore_eos:
+            req.finish_reason, req.stop_reason = "stop", None
+        elif token_id in p.stop_token_ids:
+            req.finish_reason, req.stop_reason = "stop", token_id
+        elif stop_string is not None:
+            req.finish_reason, req.stop_reason = "stop", stop_string
+        elif p.max_tokens is not None and req.num_output_tokens >= p.max_tokens:
+            req.finish_reason = "length"
+        elif req.num_tokens >= self.max_model_len:
+            req.finish_reason = "length"
+        return req.finish_reason is not None
+
+    @staticmethod
+    def _record_speculation(req: Request, tree: DraftTree | None, result: AcceptResult) -> None:
+        if tree is None or tree.num_nodes == 1:
+            return
+        m = req.metrics
+        m.num_drafted_tokens += tree.num_draft_tokens
+        m.num_accepted_tokens += result.num_accepted
+        max_depth = max(tree.depths)
+        for d in range(max_depth):
+            if len(m.drafted_per_depth) <= d:
+                m.drafted_per_depth.append(0)
+                m.accepted_per_depth.append(0)
+            m.drafted_per_depth[d] += 1
+            m.accepted_per_depth[d] += int(d < result.num_accepted)

@@ -1,0 +1,96 @@
+"""Sampler: turns target logits into the distribution a request asked for, and samples it.
+
+Order (HF / vLLM): penalties and logit bias on the logits, then (for sampled
+rows) temperature, top-k, top-p and min-p on the probabilities. Greedy rows
+take the argmax after penalties and bias. The same functions build the target
+distribution at every draft-tree node in the verifier, so speculation samples
+from exactly what plain decoding would.
+
+Each row carries its own token history (for tree nodes: the request's tokens
+plus the path to the node), which the penalties read.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from specdec.outputs import Logprob
+from specdec.sampling_params import SamplingParams
+
+
+@dataclass(slots=True)
+class RowContext:
+    """What the sampler needs to know about one logits row."""
+    params: SamplingParams
+    prompt_ids: list[int]
+    output_ids: list[int]          # tokens generated so far (+ draft path for tree nodes)
+    generator: torch.Generator | None
+
+
+def apply_penalties_and_bias(logits: torch.Tensor, rows: list[RowContext]) -> torch.Tensor:
+    """logits: (N, V) fp32, modified in place and returned."""
+    for i, row in enumerate(rows):
+        p = row.params
+        if p.has_penalties:
+            out = torch.tensor(row.output_ids, dtype=torch.long, device=logits.device)
+            if p.repetition_penalty != 1.0:
+                seen = torch.tensor(sorted(set(row.prompt_ids) | set(row.output_ids)),
+                                    dtype=torch.long, device=logits.device)
+                vals = logits[i, seen]
+                logits[i, seen] = torch.where(vals > 0, vals / p.repetition_penalty,
+                                              vals * p.repetition_penalty)
+            if out.numel() and (p.frequency_penalty or p.presence_penalty):
+                counts = torch.bincount(out, minlength=logits.shape[1]).to(logits.dtype)
+                logits[i] -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0)
+        if p.logit_bias:
+            ids = torch.tensor(list(p.logit_bias.keys()), dtype=torch.long, device=logits.device)
+            bias = torch.tensor(list(p.logit_bias.values()), dtype=logits.dtype, device=logits.device)
+            logits[i, ids] += bias
+    return logits
+
+
+def probs_from_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """One row's processed logits (V,) -> sampling distribution (V,) fp32.
+
+    Greedy (temperature 0) is the one-hot of the argmax, so the verifier treats
+    greedy and sampled rows alike.
+    """
+    if params.is_greedy:
+        probs = torch.zeros_like(logits, dtype=torch.float32)
+        probs[logits.argmax()] = 1.0
+        return probs
+    logits = logits.float() / params.temperature
+    if params.top_k > 0 and params.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, params.top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    if params.top_p < 1.0:
+        sorted_probs, order = probs.sort(descending=True)
+        # drop a token when the mass before it already reaches top_p (the first always stays)
+        drop_sorted = (sorted_probs.cumsum(-1) - sorted_probs) >= params.top_p
+        probs = probs.masked_fill(torch.zeros_like(drop_sorted).scatter(0, order, drop_sorted), 0.0)
+    if params.min_p > 0.0:
+        probs = probs.masked_fill(probs < params.min_p * probs.max(), 0.0)
+    return probs / probs.sum()
+
+
+def sample(probs: torch.Tensor, generator: torch.Generator | None) -> int:
+    """Draw one token id from a (V,) distribution."""
+    return int(torch.multinomial(probs, 1, generator=generator).item())
+
+
+def target_probs(logits: torch.Tensor, rows: list[RowContext]) -> torch.Tensor:
+    """(N, V) raw logits -> (N, V) target distributions after every sampling setting."""
+    processed = apply_penalties_and_bias(logits.float().clone(), rows)
+    return torch.stack([probs_from_logits(processed[i], row.params) for i, row in enumerate(rows)])
+
+
+def make_logprob(raw_logits: torch.Tensor, token_id: int, num_top: int) -> Logprob:
+    """Logprob of the emitted token under the model's raw distribution, plus the top-k."""
+    logprobs = torch.log_softmax(raw_logits.float(), dim=-1)
+    top: dict[int, float] = {}
+    if num_top > 0:
+        vals, ids = logprobs.topk(num_top)
+        top = {int(t): float(v) for t, v in zip(ids, vals)}
+    return Logprob(token_id, float(logprobs[token_id]), top)
