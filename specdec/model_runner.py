@@ -1,9 +1,9 @@
-"""ModelRunner: flattens a scheduled batch (+ draft trees) into one forward over the pool.
+"""ModelRunner: packs per-request segments into one flattened forward over the pool.
 
-Every step is ONE target forward over all requests' new tokens: prefill-chunk
-tokens (causal) and draft-tree nodes (ancestor mask; node i sits in lookahead
-slot `num_computed + i` at rotary position `num_computed + depth_i`). It
-returns logits only for the rows that are sampled or verified.
+A segment is one request's new tokens this forward: a prefill chunk or decode
+token (causal), or draft-tree nodes (ancestor mask; node i sits in lookahead
+slot `num_computed + i` at rotary position `num_computed + depth_i`). Target
+verification and draft proposal both build segments, so both share one packer.
 """
 from __future__ import annotations
 
@@ -13,7 +13,18 @@ import torch
 
 from specdec.attention import AttentionMetadata, PAD_ID
 from specdec.draft_tree import DraftTree
+from specdec.request import Request
 from specdec.scheduler import SchedulerOutput
+
+
+@dataclass(slots=True)
+class Segment:
+    token_ids: list[int]            # [q] new tokens
+    positions: list[int]            # [q] rotary positions
+    start: int                      # KV position of the first new token; keys are [0, start + q)
+    block_table: list[int]
+    tree_mask: torch.Tensor | None  # [q, words] int32 packed ancestor bits; None = causal
+    logit_rows: list[int]           # rows (0..q-1) whose logits are wanted
 
 
 @dataclass(slots=True)
@@ -22,60 +33,71 @@ class StepInputs:
     positions: torch.Tensor        # [T] int64
     meta: AttentionMetadata
     logits_indices: torch.Tensor   # [R] int64, flat rows whose logits are needed
-    cu_logits: list[int]           # [B+1] prefix sums: request b owns logits rows cu[b]:cu[b+1]
+    cu_logits: list[int]           # [B+1] prefix sums: segment b owns logits rows cu[b]:cu[b+1]
 
 
 def slot_of(block_table: list[int], position: int, block_size: int) -> int:
     return block_table[position // block_size] * block_size + position % block_size
 
 
-def build_step_inputs(batch: SchedulerOutput, trees: list[DraftTree | None], block_size: int,
-                      device: torch.device | str) -> StepInputs:
-    ids, pos, slots, logit_rows = [], [], [], []
-    q_lens, seq_lens, tables, is_tree, tree_rows = [], [], [], [], []
-    cu_logits = [0]
-    max_nodes = max((t.num_nodes for t in trees if t is not None), default=1)
-    num_words = (max_nodes + 31) // 32
+def causal_segment(req: Request, start: int, num_new: int, want_last: bool) -> Segment:
+    return Segment(req.token_ids[start:start + num_new], list(range(start, start + num_new)), start,
+                   req.block_table, None, [num_new - 1] if want_last else [])
+
+
+def tree_segment(req: Request, tree: DraftTree) -> Segment:
+    start = req.num_computed_tokens
+    return Segment(list(tree.token_ids), [start + d for d in tree.depths], start, req.block_table,
+                   tree.packed_mask(), list(range(tree.num_nodes)))
+
+
+def target_segments(batch: SchedulerOutput, trees: list[DraftTree | None]) -> list[Segment]:
+    """The target forward: prefill chunks / decode tokens, or whole trees for speculating requests."""
+    segs = []
     for s, tree in zip(batch.scheduled, trees):
-        req, start = s.req, s.req.num_computed_tokens
-        flat0 = len(ids)
         if tree is not None and tree.num_nodes > 1:
             assert s.num_new_tokens == 1 and tree.num_nodes <= 1 + s.num_lookahead
-            ids += tree.token_ids
-            pos += [start + d for d in tree.depths]
-            slots += [slot_of(req.block_table, start + i, block_size) for i in range(tree.num_nodes)]
-            logit_rows += range(flat0, flat0 + tree.num_nodes)
-            packed = tree.packed_mask()
-            rows = torch.zeros(tree.num_nodes, num_words, dtype=torch.int32)
-            rows[:, :packed.shape[1]] = packed
-            tree_rows.append(rows)
-            q_lens.append(tree.num_nodes)
-            is_tree.append(True)
+            segs.append(tree_segment(s.req, tree))
         else:
-            n = s.num_new_tokens
-            ids += req.token_ids[start:start + n]
-            pos += range(start, start + n)
-            slots += [slot_of(req.block_table, p, block_size) for p in range(start, start + n)]
-            if s.produces_token:
-                logit_rows.append(flat0 + n - 1)
-            tree_rows.append(torch.zeros(n, num_words, dtype=torch.int32))
-            q_lens.append(n)
-            is_tree.append(False)
-        seq_lens.append(start + q_lens[-1])
-        tables.append(req.block_table)
+            segs.append(causal_segment(s.req, s.req.num_computed_tokens, s.num_new_tokens, s.produces_token))
+    return segs
+
+
+def pack_segments(segs: list[Segment], block_size: int, device: torch.device | str) -> StepInputs:
+    ids, pos, slots, logit_rows, cu_logits = [], [], [], [], [0]
+    q_lens, seq_lens, is_tree = [], [], []
+    num_words = max((s.tree_mask.shape[1] for s in segs if s.tree_mask is not None), default=0)
+    mask_rows = []
+    for seg in segs:
+        q = len(seg.token_ids)
+        flat0 = len(ids)
+        ids += seg.token_ids
+        pos += seg.positions
+        slots += [slot_of(seg.block_table, seg.start + i, block_size) for i in range(q)]
+        logit_rows += [flat0 + r for r in seg.logit_rows]
         cu_logits.append(len(logit_rows))
-    max_blocks = max(len(t) for t in tables)
-    table_tensor = torch.full((len(tables), max_blocks), PAD_ID, dtype=torch.int32)
+        q_lens.append(q)
+        seq_lens.append(seg.start + q)
+        is_tree.append(seg.tree_mask is not None)
+        if num_words:
+            rows = torch.zeros(q, num_words, dtype=torch.int32)
+            if seg.tree_mask is not None:
+                rows[:, :seg.tree_mask.shape[1]] = seg.tree_mask
+            mask_rows.append(rows)
+    tables = [seg.block_table for seg in segs]
+    table_tensor = torch.full((len(tables), max(len(t) for t in tables)), PAD_ID, dtype=torch.int32)
     for b, t in enumerate(tables):
         table_tensor[b, :len(t)] = torch.tensor(t, dtype=torch.int32)
-    any_tree = any(is_tree)
+    cu_q = [0]
+    for q in q_lens:
+        cu_q.append(cu_q[-1] + q)
     meta = AttentionMetadata(
-        cu_seqlens_q=torch.tensor([0, *torch.tensor(q_lens).cumsum(0).tolist()], dtype=torch.int32, device=device),
+        cu_seqlens_q=torch.tensor(cu_q, dtype=torch.int32, device=device),
         seq_lens=torch.tensor(seq_lens, dtype=torch.int32, device=device),
         block_tables=table_tensor.to(device),
         slot_mapping=torch.tensor(slots, dtype=torch.int64, device=device),
-        tree_mask=torch.cat(tree_rows).to(device) if any_tree else None,
-        is_tree=torch.tensor(is_tree, dtype=torch.int32, device=device) if any_tree else None,
+        tree_mask=torch.cat(mask_rows).to(device) if num_words else None,
+        is_tree=torch.tensor(is_tree, dtype=torch.int32, device=device) if num_words else None,
         q_lens_cpu=q_lens, seq_lens_cpu=seq_lens,
         block_tables_cpu=[list(t) for t in tables], is_tree_cpu=is_tree,
     )
@@ -86,6 +108,11 @@ def build_step_inputs(batch: SchedulerOutput, trees: list[DraftTree | None], blo
         logits_indices=torch.tensor(logit_rows, dtype=torch.int64, device=device),
         cu_logits=cu_logits,
     )
+
+
+def build_step_inputs(batch: SchedulerOutput, trees: list[DraftTree | None], block_size: int,
+                      device: torch.device | str) -> StepInputs:
+    return pack_segments(target_segments(batch, trees), block_size, device)
 
 
 class ModelRunner:
