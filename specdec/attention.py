@@ -70,6 +70,9 @@ class TorchAttention:
                  v_cache: torch.Tensor, meta: AttentionMetadata) -> None:
         # k, v: [T, Hkv, D]; caches: [num_blocks, block_size, Hkv, D]
         slots = meta.slot_mapping
+        keep = slots >= 0                     # PAD_ID slots are skipped
+        if not bool(keep.all()):
+            slots, k, v = slots[keep], k[keep], v[keep]
         k_cache.view(-1, *k_cache.shape[2:]).index_copy_(0, slots, k.to(k_cache.dtype))
         v_cache.view(-1, *v_cache.shape[2:]).index_copy_(0, slots, v.to(v_cache.dtype))
 

@@ -14,7 +14,7 @@ from specdec.block_manager import BlockManager
 from specdec.config import EngineConfig
 from specdec.draft_tree import DraftTree
 from specdec.kv_pool import KVPool, KVSpec
-from specdec.model_runner import ModelRunner, build_step_inputs
+from specdec.model_runner import ModelRunner, build_step_inputs, slot_of
 from specdec.models.llama import LlamaModel
 from specdec.output_processor import OutputProcessor
 from specdec.outputs import RequestOutput
@@ -22,6 +22,7 @@ from specdec.request import Request
 from specdec.sampler import RowContext, apply_penalties_and_bias, target_probs
 from specdec.sampling_params import SamplingParams
 from specdec.scheduler import Scheduler, SchedulerOutput
+from specdec.speculative import AdaptiveDepth, SpecMetrics, SpeculativeConfig
 from specdec.verifier import AcceptResult, verify_greedy, verify_sampled
 
 logger = logging.getLogger(__name__)
@@ -49,8 +50,14 @@ class LLMEngine:
         model_len = min(mc.max_position_embeddings, config.max_model_len or mc.max_position_embeddings)
         self.model = LlamaModel(mc, model_len + 64, config.dtype, config.device)
         self.model.load_hf_weights(ckpt.weights)
+        self.spec_config = (SpeculativeConfig.from_dict(config.speculative_config)
+                            if config.speculative_config else None)
+        draft_model = self._load_draft(ckpt, model_len) if self._uses_draft_model() else None
         del ckpt
         specs = [KVSpec(mc.num_layers, mc.num_kv_heads, mc.head_dim)]
+        if draft_model is not None:
+            dc = draft_model.cfg
+            specs.append(KVSpec(dc.num_layers, dc.num_kv_heads, dc.head_dim))
         if config.num_kv_blocks is not None:
             self.pool = KVPool(specs, config.num_kv_blocks, config.block_size, config.dtype, config.device)
         else:
@@ -60,11 +67,17 @@ class LLMEngine:
         self.max_model_len = min(model_len, self.pool.num_blocks * config.block_size)
         self.block_manager = BlockManager(self.pool.num_blocks, config.block_size,
                                           config.enable_prefix_caching)
+        attn = make_attention_backend(config.attention_backend, config.device)
+        self.runner = ModelRunner(self.model, self.pool.kv[0], config.block_size, attn, config.device)
+        self.draft_runner = (ModelRunner(draft_model, self.pool.kv[1], config.block_size, attn, config.device)
+                             if draft_model is not None else None)
+        self.proposer = self._make_proposer()
+        self.spec_metrics = SpecMetrics()
+        self.adaptive = (AdaptiveDepth(self.spec_config.num_speculative_tokens)
+                         if self.spec_config and self.spec_config.adaptive else None)
         self.scheduler = Scheduler(self.block_manager, config.max_num_seqs,
-                                   config.max_num_batched_tokens)
-        self.runner = ModelRunner(self.model, self.pool.kv[0], config.block_size,
-                                  make_attention_backend(config.attention_backend, config.device),
-                                  config.device)
+                                   config.max_num_batched_tokens, lookahead_fn=self._lookahead,
+                                   on_preempt=self._on_preempt)
         self.output_processor = OutputProcessor(self.tokenizer, self.max_model_len)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.requests: dict[str, Request] = {}
@@ -124,9 +137,16 @@ class LLMEngine:
 
     # ---- stages -----------------------------------------------------------------------
     def propose(self, batch: SchedulerOutput) -> list[DraftTree | None]:
-        """A draft tree per request that samples this step (root only without speculation)."""
-        return [DraftTree.root_only(s.req.token_ids[-1]) if s.produces_token else None
-                for s in batch.scheduled]
+        """A draft tree per request that samples this step (root only when not speculating)."""
+        trees: list[DraftTree | None] = [
+            DraftTree.root_only(s.req.token_ids[-1]) if s.produces_token else None for s in batch.scheduled]
+        drafting = [b for b, s in enumerate(batch.scheduled) if s.num_lookahead > 0]
+        if drafting:
+            proposed = self.proposer.propose([batch.scheduled[b].req for b in drafting],
+                                             [batch.scheduled[b].num_lookahead for b in drafting])
+            for b, tree in zip(drafting, proposed):
+                trees[b] = tree
+        return trees
 
     def verify(self, batch: SchedulerOutput, trees: list[DraftTree | None], logits: torch.Tensor,
                cu_logits: list[int]) -> list[AcceptResult | None]:
@@ -152,18 +172,79 @@ class LLMEngine:
 
     def commit(self, batch: SchedulerOutput, trees: list[DraftTree | None],
                results: list[AcceptResult | None]) -> None:
-        """Keep the root's and accepted nodes' K/V: move accepted nodes to consecutive slots."""
-        from specdec.model_runner import slot_of
-        src, dst = [], []
+        """Keep the root's and accepted nodes' K/V: move accepted nodes to consecutive slots.
+
+        Rejected nodes need no work: their slots lie past the new token count and
+        are overwritten or freed (rollback) by the scheduler's update.
+        """
+        src, dst, draft_src, draft_dst = [], [], [], []
         bs = self.config.block_size
         for s, tree, result in zip(batch.scheduled, trees, results):
             s.num_committed = s.num_new_tokens
+            req = s.req
             if result is None or tree is None or tree.num_nodes == 1:
                 continue
-            base = s.req.num_computed_tokens
+            base, table = req.num_computed_tokens, req.block_table
             for k, node in enumerate(result.accepted_nodes, start=1):
                 if node != k:
-                    src.append(slot_of(s.req.block_table, base + node, bs))
-                    dst.append(slot_of(s.req.block_table, base + k, bs))
+                    src.append(slot_of(table, base + node, bs))
+                    dst.append(slot_of(table, base + k, bs))
+            d_src, d_dst = self.proposer.commit(req, tree, result)
+            draft_src += [slot_of(table, base + i, bs) for i in d_src]
+            draft_dst += [slot_of(table, base + i, bs) for i in d_dst]
             s.num_committed += result.num_accepted
+            self.spec_metrics.record(tree.depths, result.num_accepted)
+            if self.adaptive is not None:
+                req.accept_ema = self.adaptive.update(req.accept_ema, result.num_accepted)
         self.runner.commit_kv(src, dst)
+        if self.draft_runner is not None:
+            self.draft_runner.commit_kv(draft_src, draft_dst)
+
+    # ---- speculation plumbing ---------------------------------------------------------
+    def _uses_draft_model(self) -> bool:
+        return self.spec_config is not None and self.spec_config.method == "draft_model"
+
+    def _load_draft(self, target_ckpt, model_len: int) -> LlamaModel:
+        """The draft model: its own checkpoint, or the target's file (optionally first N layers)."""
+        from dataclasses import replace
+
+        from specdec.loader import load_checkpoint
+        sc = self.spec_config
+        ckpt = load_checkpoint(sc.model) if sc.model else target_ckpt
+        if ckpt.config.vocab_size != self.model_config.vocab_size or (
+                ckpt is not target_ckpt and ckpt.tokenizer.get_vocab() != self.tokenizer.get_vocab()):
+            raise ValueError(f"draft model {sc.model!r} has a different vocabulary than the target "
+                             f"({ckpt.config.vocab_size} vs {self.model_config.vocab_size} tokens); "
+                             "a draft must share the target's tokenizer")
+        cfg = ckpt.config
+        if sc.draft_num_layers is not None:
+            if not 1 <= sc.draft_num_layers <= cfg.num_layers:
+                raise ValueError(f"draft_num_layers must be in [1, {cfg.num_layers}]")
+            cfg = replace(cfg, num_layers=sc.draft_num_layers)
+        draft = LlamaModel(cfg, model_len + 64, self.config.dtype, self.config.device)
+        draft.load_hf_weights(ckpt.weights)
+        return draft
+
+    def _make_proposer(self):
+        sc = self.spec_config
+        if sc is None:
+            return None
+        if sc.method == "ngram":
+            from drafts.ngram import NgramProposer
+            return NgramProposer(sc.num_speculative_tokens, sc.ngram_max, sc.ngram_min, sc.tree_width)
+        from drafts.draft_model import DraftModelProposer
+        return DraftModelProposer(self.draft_runner, sc.num_speculative_tokens, sc.tree_width, sc.tree_topk)
+
+    def _lookahead(self, req: Request) -> int:
+        if self.proposer is None:
+            return 0
+        k = self.spec_config.num_speculative_tokens
+        width = self.proposer.max_lookahead(req) // k
+        depth = self.adaptive.depth(req.accept_ema) if self.adaptive is not None else k
+        if req.params.num_speculative_tokens is not None:
+            depth = min(depth, req.params.num_speculative_tokens)
+        return depth * width
+
+    def _on_preempt(self, req: Request) -> None:
+        if self.proposer is not None:
+            self.proposer.reset(req)

@@ -41,7 +41,8 @@ class Request:
     logprobs: list[Logprob] | None = None
     metrics: RequestMetrics = field(default_factory=lambda: RequestMetrics(time.monotonic()))
     detok: Any = None                                     # IncrementalDetokenizer
-    spec: Any = None                                      # per-request speculation state
+    spec: Any = None                                      # proposer's per-request state
+    accept_ema: float | None = None                       # EMA of accepted draft tokens per step
     num_preemptions: int = 0
 
     def __post_init__(self) -> None:

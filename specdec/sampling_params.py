@@ -22,6 +22,7 @@ class SamplingParams:
     include_stop_str_in_output: bool = False
     logprobs: int | None = None          # None = off; k >= 0 = sampled token + top-k
     n: int = 1                           # only 1 is supported
+    num_speculative_tokens: int | None = None  # per-request draft depth cap; None = engine's, 0 = plain
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -38,6 +39,8 @@ class SamplingParams:
             (-2.0 <= self.presence_penalty <= 2.0, f"presence_penalty must be in [-2, 2], got {self.presence_penalty}"),
             (self.logprobs is None or 0 <= self.logprobs <= 20, f"logprobs must be in [0, 20], got {self.logprobs}"),
             (self.n == 1, f"only n=1 is supported, got {self.n}"),
+            (self.num_speculative_tokens is None or self.num_speculative_tokens >= 0,
+             f"num_speculative_tokens must be >= 0, got {self.num_speculative_tokens}"),
             (all(s for s in self.stop), "stop strings must be non-empty"),
         ]
         for ok, msg in checks:

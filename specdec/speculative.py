@@ -1,0 +1,94 @@
+"""speculative_config (vLLM's shape) -> a proposer, and the engine-wide speculation metrics."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+METHODS = ("ngram", "draft_model")
+
+
+@dataclass(slots=True)
+class SpeculativeConfig:
+    method: str                        # "ngram" | "draft_model"
+    num_speculative_tokens: int = 4    # tree depth K
+    model: str | None = None           # draft checkpoint (draft_model); None = the target's own file
+    draft_num_layers: int | None = None  # keep only the first N layers of the draft (self-drafting)
+    tree_width: int = 1                # draft_model: frontier per depth; ngram: continuations (paths)
+    tree_topk: int | None = None       # draft_model: children proposed per frontier node
+    ngram_max: int = 4                 # ngram: longest suffix matched
+    ngram_min: int = 1                 # ngram: shortest suffix matched
+    adaptive: bool = True              # shrink the depth while acceptance is low
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SpeculativeConfig":
+        d = dict(d)
+        tree = d.pop("tree", None)
+        if isinstance(tree, dict):     # {"width": w, "topk": k}
+            d.setdefault("tree_width", tree.get("width", 1))
+            d.setdefault("tree_topk", tree.get("topk"))
+        elif tree is not None:
+            raise ValueError("speculative_config['tree'] must be a dict like {'width': 2, 'topk': 2}")
+        for alias, name in (("prompt_lookup_max", "ngram_max"), ("prompt_lookup_min", "ngram_min")):
+            if alias in d:
+                d[name] = d.pop(alias)
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown speculative_config keys {sorted(unknown)}")
+        cfg = cls(**d)
+        if cfg.method not in METHODS:
+            raise ValueError(f"speculative method {cfg.method!r} is not available; choose one of {METHODS}")
+        if not 1 <= cfg.num_speculative_tokens <= 16:
+            raise ValueError("num_speculative_tokens must be in [1, 16]")
+        if cfg.tree_width < 1 or cfg.tree_width * cfg.num_speculative_tokens > 63:
+            raise ValueError("tree_width must be >= 1 and the tree at most 64 nodes")
+        return cfg
+
+
+@dataclass(slots=True)
+class SpecMetrics:
+    """Engine-wide totals over every verified step."""
+    num_forwards: int = 0            # request-steps that verified a tree with >= 1 draft node
+    num_drafted: int = 0
+    num_accepted: int = 0
+    num_emitted: int = 0             # accepted + bonus over those steps
+    accepted_per_depth: list[int] = field(default_factory=list)
+    drafted_per_depth: list[int] = field(default_factory=list)
+
+    @property
+    def tau(self) -> float:
+        return self.num_emitted / self.num_forwards if self.num_forwards else 0.0
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.num_accepted / self.num_drafted if self.num_drafted else 0.0
+
+    def record(self, depths: list[int], num_accepted: int) -> None:
+        self.num_forwards += 1
+        self.num_drafted += len(depths) - 1
+        self.num_accepted += num_accepted
+        self.num_emitted += num_accepted + 1
+        for d in range(max(depths)):
+            if len(self.drafted_per_depth) <= d:
+                self.drafted_per_depth.append(0)
+                self.accepted_per_depth.append(0)
+            self.drafted_per_depth[d] += 1
+            self.accepted_per_depth[d] += int(d < num_accepted)
+
+
+class AdaptiveDepth:
+    """Per-request draft depth from an EMA of accepted tokens per step.
+
+    When drafts keep failing, verifying K extra nodes costs forward time for
+    nothing; the depth follows what recently got accepted (plus one to probe).
+    """
+
+    def __init__(self, max_depth: int, alpha: float = 0.5):
+        self.max_depth, self.alpha = max_depth, alpha
+
+    def depth(self, ema: float | None) -> int:
+        if ema is None:
+            return self.max_depth
+        return max(1, min(self.max_depth, int(ema + 1.5)))
+
+    def update(self, ema: float | None, num_accepted: int) -> float:
+        return float(num_accepted) if ema is None else (1 - self.alpha) * ema + self.alpha * num_accepted
