@@ -54,11 +54,12 @@ def stream(llm, token_ids: list[int], params: SamplingParams, out=sys.stdout):
 
 
 def cmd_generate(a) -> int:
+    params = _params(a)          # bad sampling arguments fail before the model loads
     llm = _load(a)
     ids = llm.tokenizer.encode(a.prompt) if a.raw else llm.tokenizer.encode(
         llm.apply_chat_template([{"role": "user", "content": a.prompt}]), add_special_tokens=False)
     t0 = time.monotonic()
-    final = stream(llm, ids, _params(a))
+    final = stream(llm, ids, params)
     dt = time.monotonic() - t0
     n = len(final.outputs[0].token_ids)
     print(f"\n[{n} tokens in {dt:.2f}s, {n / dt:.1f} tok/s, tau {final.metrics.tau:.2f}]", file=sys.stderr)
@@ -66,6 +67,7 @@ def cmd_generate(a) -> int:
 
 
 def cmd_chat(a) -> int:
+    params = _params(a)
     llm = _load(a)
     history: list[dict] = [{"role": "system", "content": a.system}] if a.system else []
     print("specdec chat: empty line or Ctrl-D to quit, /reset to clear history", file=sys.stderr)
@@ -81,7 +83,7 @@ def cmd_chat(a) -> int:
             continue
         history.append({"role": "user", "content": line})
         ids = llm.tokenizer.encode(llm.apply_chat_template(history), add_special_tokens=False)
-        final = stream(llm, ids, _params(a))
+        final = stream(llm, ids, params)
         print()
         history.append({"role": "assistant", "content": final.outputs[0].text})
     return 0

@@ -19,7 +19,7 @@ from specdec.models.llama import LlamaModel
 from specdec.output_processor import OutputProcessor
 from specdec.outputs import RequestOutput
 from specdec.request import Request
-from specdec.sampler import RowContext, apply_penalties_and_bias, target_probs
+from specdec.sampler import RowContext, apply_penalties_and_bias, apply_token_bitmask, target_probs
 from specdec.sampling_params import SamplingParams
 from specdec.scheduler import Scheduler, SchedulerOutput
 from specdec.speculative import AdaptiveDepth, SpecMetrics, SpeculativeConfig
@@ -149,7 +149,10 @@ class LLMEngine:
         return trees
 
     def verify(self, batch: SchedulerOutput, trees: list[DraftTree | None], logits: torch.Tensor,
-               cu_logits: list[int]) -> list[AcceptResult | None]:
+               cu_logits: list[int], masks: list[torch.Tensor | None] | None = None
+               ) -> list[AcceptResult | None]:
+        """Accepted path + bonus per request. masks[b]: optional [N, ceil(V/32)] int32 allowed-token
+        bitmask per tree node (grammar), applied to the target before acceptance."""
         results: list[AcceptResult | None] = []
         for b, (s, tree) in enumerate(zip(batch.scheduled, trees)):
             if tree is None:
@@ -157,6 +160,8 @@ class LLMEngine:
                 continue
             req = s.req
             rows = logits[cu_logits[b]:cu_logits[b + 1]]            # [N, V], one per node
+            if masks is not None and masks[b] is not None:
+                rows = apply_token_bitmask(rows, masks[b])
             ctx = [RowContext(req.params, req.prompt_token_ids,
                               req.output_token_ids + [tree.token_ids[n] for n in tree.path_to(i)[1:]],
                               req.generator) for i in range(tree.num_nodes)]

@@ -28,6 +28,14 @@ class RowContext:
     generator: torch.Generator | None
 
 
+def apply_token_bitmask(logits: torch.Tensor, bitmask: torch.Tensor) -> torch.Tensor:
+    """Disallow tokens whose bit is 0. logits: (N, V); bitmask: [N, ceil(V/32)] int32 packed
+    as xgrammar fills it (bit j % 32 of word j // 32 = token j allowed). Returns a new tensor."""
+    from specdec.attention import unpack_tree_mask
+    allowed = unpack_tree_mask(bitmask, logits.shape[1])
+    return logits.masked_fill(~allowed, float("-inf"))
+
+
 def apply_penalties_and_bias(logits: torch.Tensor, rows: list[RowContext]) -> torch.Tensor:
     """logits: (N, V) fp32, modified in place and returned."""
     for i, row in enumerate(rows):

@@ -1,0 +1,90 @@
+"""End-to-end truths of speculation on the real bundled model (fp32, greedy):
+speculative output is token-identical to plain output, for every proposer and tree shape."""
+import pytest
+
+from evals.datasets import chat_token_ids, load_prompts
+from specdec import LLM, SamplingParams
+
+MAX_TOKENS = 32
+CONFIGS = {
+    "ngram-chain": {"method": "ngram", "num_speculative_tokens": 4},
+    "ngram-tree": {"method": "ngram", "num_speculative_tokens": 3, "tree_width": 3},
+    # the target as its own draft: nearly every draft is accepted, so deep accepted paths and
+    # tree commits (accepted node index != depth) are exercised; the random tiny draft below
+    # covers the reject-everything path
+    "draft-chain": {"method": "draft_model", "num_speculative_tokens": 3},
+    "draft-tree": {"method": "draft_model", "num_speculative_tokens": 3, "tree": {"width": 2, "topk": 2}},
+}
+
+
+@pytest.fixture(scope="module")
+def prompts(llm_fp32):
+    ps = load_prompts("mtbench", 20) + load_prompts("humaneval", 20)
+    assert len(ps) == 40
+    return [chat_token_ids(llm_fp32.tokenizer, p) for p in ps]
+
+
+@pytest.fixture(scope="module")
+def plain_outputs(llm_fp32, prompts):
+    params = SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS)
+    return [o.outputs[0].token_ids for o in llm_fp32.generate(prompt_token_ids=prompts, sampling_params=params)]
+
+
+def _run(llm, prompts):
+    params = SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS)
+    return [o.outputs[0].token_ids for o in llm.generate(prompt_token_ids=prompts, sampling_params=params)]
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_speculative_greedy_equals_plain_on_40_prompts(name, prompts, plain_outputs):
+    llm = LLM(dtype="float32", speculative_config=CONFIGS[name], kv_cache_memory=256 * 2**20)
+    outs = _run(llm, prompts)
+    mismatched = [i for i, (a, b) in enumerate(zip(outs, plain_outputs)) if a != b]
+    assert not mismatched, f"{name}: prompts {mismatched} differ from plain decoding"
+    m = llm.engine.spec_metrics
+    assert m.num_drafted > 0, "the proposer never drafted: the test proved nothing"
+    assert llm.engine.block_manager.num_free_blocks == llm.engine.block_manager.num_blocks
+    print(f"{name}: tau {m.tau:.2f}, acceptance {m.acceptance_rate:.2f}, per depth "
+          f"{[round(a / max(d, 1), 2) for a, d in zip(m.accepted_per_depth, m.drafted_per_depth)]}")
+
+
+def test_a_draft_that_rejects_everything_still_gives_plain_output(tiny_model_dir, prompts, plain_outputs):
+    """A random-weight draft with the same tokenizer: nearly every draft is rejected."""
+    llm = LLM(dtype="float32", speculative_config={"method": "draft_model", "model": tiny_model_dir,
+                                                   "num_speculative_tokens": 3, "adaptive": False})
+    outs = _run(llm, prompts[:12])
+    assert outs == plain_outputs[:12]
+    m = llm.engine.spec_metrics
+    assert m.num_drafted > 0 and m.acceptance_rate < 0.2
+
+
+def test_mixed_batch_plain_and_different_depths_in_one_step(llm_fp32, prompts, plain_outputs):
+    """Per-request num_speculative_tokens: 0 (plain), 1, 2 and the default share every step."""
+    llm = LLM(dtype="float32", speculative_config={"method": "ngram", "num_speculative_tokens": 4,
+                                                   "adaptive": False})
+    ks = [0, 1, 2, None] * 4
+    params = [SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS, num_speculative_tokens=k) for k in ks]
+    outs = llm.generate(prompt_token_ids=prompts[:16], sampling_params=params)
+    assert [o.outputs[0].token_ids for o in outs] == plain_outputs[:16]
+    for k, o in zip(ks, outs):
+        depth = len(o.metrics.drafted_per_depth)
+        if k == 0:
+            assert o.metrics.num_drafted_tokens == 0
+        elif k is not None:
+            assert depth <= k
+    assert sum(o.metrics.num_drafted_tokens for o in outs) > 0
+
+
+def test_draft_with_a_different_vocabulary_is_refused(tmp_path, bundled_tokenizer):
+    from transformers import LlamaConfig, LlamaForCausalLM
+    cfg = LlamaConfig(vocab_size=1000, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1)
+    LlamaForCausalLM(cfg).save_pretrained(tmp_path, safe_serialization=True)
+    bundled_tokenizer.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="different vocabulary"):
+        LLM(dtype="float32", speculative_config={"method": "draft_model", "model": str(tmp_path)})
+
+
+def test_unknown_method_is_a_clear_error():
+    with pytest.raises(ValueError, match="not available"):
+        LLM(dtype="float32", speculative_config={"method": "medusa"})
