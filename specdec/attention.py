@@ -33,6 +33,8 @@ class AttentionMetadata:
     seq_lens_cpu: list[int]
     block_tables_cpu: list[list[int]]
     is_tree_cpu: list[bool]
+    # built by TorchAttention on the first layer and reused by the others (same step)
+    padded: "PaddedBatch | None" = None
 
     @property
     def num_tokens(self) -> int:
@@ -59,11 +61,55 @@ def pack_tree_mask(mask: torch.Tensor) -> torch.Tensor:
     return words.to(torch.int32)
 
 
+@dataclass(slots=True)
+class PaddedBatch:
+    """Index maps and the dense visibility mask for one batched SDPA over all requests."""
+    pad_index: torch.Tensor     # [B * max_q] int64: flat query row feeding each padded row (T = dummy)
+    unpad_index: torch.Tensor   # [T] int64: padded row holding each flat query row
+    mask: torch.Tensor          # [B, 1, max_q, max_s] bool
+    gather_blocks: torch.Tensor  # [B, max_blocks] int64 (PAD clamped to block 0; masked out)
+    max_q: int
+    max_s: int
+
+
+# Above this many new tokens in one request, per-request attention beats padding everyone.
+MAX_BATCHED_Q = 64
+
+
+def build_padded_batch(meta: AttentionMetadata, block_size: int, device: torch.device) -> PaddedBatch:
+    B = len(meta.q_lens_cpu)
+    max_q = max(meta.q_lens_cpu)
+    max_blocks = max((s + block_size - 1) // block_size for s in meta.seq_lens_cpu)
+    max_s = max_blocks * block_size
+    T = sum(meta.q_lens_cpu)
+    pad_index = torch.full((B, max_q), T, dtype=torch.int64)
+    mask = torch.zeros(B, max_q, max_s, dtype=torch.bool)
+    start = 0
+    for b, (q_len, seq_len) in enumerate(zip(meta.q_lens_cpu, meta.seq_lens_cpu)):
+        pad_index[b, :q_len] = torch.arange(start, start + q_len)
+        ctx = seq_len - q_len
+        mask[b, :q_len, :ctx] = True
+        if meta.is_tree_cpu[b]:
+            mask[b, :q_len, ctx:seq_len] = unpack_tree_mask(meta.tree_mask[start:start + q_len].cpu(), q_len)
+        else:
+            mask[b, :q_len, ctx:seq_len] = torch.ones(q_len, q_len, dtype=torch.bool).tril()
+        mask[b, q_len:, 0] = True          # padded rows see something (no NaN); discarded anyway
+        start += q_len
+    flat = pad_index.flatten()
+    unpad = torch.empty(T, dtype=torch.int64)
+    valid = flat < T
+    unpad[flat[valid]] = torch.nonzero(valid).flatten()
+    blocks = meta.block_tables[:, :max_blocks].to(torch.int64).clamp(min=0)
+    return PaddedBatch(flat.to(device), unpad.to(device), mask.unsqueeze(1).to(device), blocks, max_q, max_s)
+
+
 class TorchAttention:
     """Reference attention backend: gathers each request's KV through its block table.
 
     Used on CPU; the Triton kernel (kernels/tree_attention.py) implements the same
-    contract on CUDA.
+    contract on CUDA. Batches of short segments (decode, draft trees) run as one
+    padded SDPA per layer with a mask built once per step; a batch with a long
+    prefill chunk runs request by request so nobody is padded to its length.
     """
 
     def store_kv(self, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor,
@@ -82,6 +128,10 @@ class TorchAttention:
         """q: [T, Hq, D]; k, v: [T, Hkv, D] (new tokens). Returns [T, Hq, D]. Mutates the caches."""
         self.store_kv(k, v, k_cache, v_cache, meta)
         block_size = k_cache.shape[1]
+        if len(meta.q_lens_cpu) > 1 and max(meta.q_lens_cpu) <= MAX_BATCHED_Q:
+            if meta.padded is None:
+                meta.padded = build_padded_batch(meta, block_size, q.device)
+            return self._forward_padded(q, k_cache, v_cache, meta.padded, scale)
         out = torch.empty_like(q)
         start = 0
         for b, q_len in enumerate(meta.q_lens_cpu):
@@ -102,6 +152,17 @@ class TorchAttention:
             out[start:start + q_len] = o[0].transpose(0, 1)
             start += q_len
         return out
+
+    @staticmethod
+    def _forward_padded(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                        pb: PaddedBatch, scale: float) -> torch.Tensor:
+        B, H, D = pb.mask.shape[0], q.shape[1], q.shape[2]
+        q_pad = torch.cat([q, q.new_zeros(1, H, D)]).index_select(0, pb.pad_index)
+        q_pad = q_pad.view(B, pb.max_q, H, D).transpose(1, 2)                   # (B, Hq, Q, D)
+        kb = k_cache[pb.gather_blocks].flatten(1, 2).transpose(1, 2).to(q.dtype)  # (B, Hkv, S, D)
+        vb = v_cache[pb.gather_blocks].flatten(1, 2).transpose(1, 2).to(q.dtype)
+        o = F.scaled_dot_product_attention(q_pad, kb, vb, attn_mask=pb.mask, scale=scale, enable_gqa=True)
+        return o.transpose(1, 2).reshape(B * pb.max_q, H, D).index_select(0, pb.unpad_index)
 
     @staticmethod
     def _mask(meta: AttentionMetadata, b: int, start: int, q_len: int, seq_len: int,
