@@ -11,23 +11,11 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from specdec import LLM, SamplingParams
 from specdec.models.config import UnsupportedArchitectureError
 
 GREEDY4 = SamplingParams(temperature=0.0, max_tokens=4)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Engine steps are many tiny per-request ops. On a 2-core machine shared with other
-    jobs, a second intra-op thread that gets descheduled stalls every one of them (the
-    64-request test: 4 s with one thread, 100 s with two under load)."""
-    num = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(num)
 
 
 def assert_idle(engine) -> None:

@@ -24,17 +24,6 @@ PROMPT = "Once upon a time, in a small village by the sea,"
 VARIED = dict(temperature=4.0, repetition_penalty=2.0, seed=11, max_tokens=16, ignore_eos=True)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Engine steps are many tiny per-request ops. On a 2-core machine shared with other
-    jobs, a second intra-op thread that gets descheduled stalls every one of them (the
-    64-request test: 4 s with one thread, 100 s with two under load)."""
-    num = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(num)
-
-
 def row(params: SamplingParams, prompt_ids=(), output_ids=(), generator=None) -> RowContext:
     return RowContext(params, list(prompt_ids), list(output_ids), generator)
 
