@@ -68,6 +68,7 @@ class PaddedBatch:
     unpad_index: torch.Tensor   # [T] int64: padded row holding each flat query row
     mask: torch.Tensor          # [B, 1, max_q, max_s] bool
     gather_blocks: torch.Tensor  # [B, max_blocks] int64 (PAD clamped to block 0; masked out)
+    key_valid: torch.Tensor     # [B, 1, max_s, 1] bool: key position < seq_len
     max_q: int
     max_s: int
 
@@ -100,7 +101,9 @@ def build_padded_batch(meta: AttentionMetadata, block_size: int, device: torch.d
     valid = flat < T
     unpad[flat[valid]] = torch.nonzero(valid).flatten()
     blocks = meta.block_tables[:, :max_blocks].to(torch.int64).clamp(min=0)
-    return PaddedBatch(flat.to(device), unpad.to(device), mask.unsqueeze(1).to(device), blocks, max_q, max_s)
+    key_valid = torch.arange(max_s).unsqueeze(0) < torch.tensor(meta.seq_lens_cpu).unsqueeze(1)
+    return PaddedBatch(flat.to(device), unpad.to(device), mask.unsqueeze(1).to(device), blocks,
+                       key_valid[:, None, :, None].to(device), max_q, max_s)
 
 
 class TorchAttention:
@@ -159,8 +162,12 @@ class TorchAttention:
         B, H, D = pb.mask.shape[0], q.shape[1], q.shape[2]
         q_pad = torch.cat([q, q.new_zeros(1, H, D)]).index_select(0, pb.pad_index)
         q_pad = q_pad.view(B, pb.max_q, H, D).transpose(1, 2)                   # (B, Hq, Q, D)
+        # slots past a request's length hold stale data (other requests, rejected drafts,
+        # never-written blocks): zero them, since a masked key still multiplies its value
         kb = k_cache[pb.gather_blocks].flatten(1, 2).transpose(1, 2).to(q.dtype)  # (B, Hkv, S, D)
         vb = v_cache[pb.gather_blocks].flatten(1, 2).transpose(1, 2).to(q.dtype)
+        kb = kb.masked_fill(~pb.key_valid, 0.0)
+        vb = vb.masked_fill(~pb.key_valid, 0.0)
         o = F.scaled_dot_product_attention(q_pad, kb, vb, attn_mask=pb.mask, scale=scale, enable_gqa=True)
         return o.transpose(1, 2).reshape(B * pb.max_q, H, D).index_select(0, pb.unpad_index)
 

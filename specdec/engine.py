@@ -201,6 +201,7 @@ class LLMEngine:
             self.spec_metrics.record(tree.depths, result.num_accepted)
             if self.adaptive is not None:
                 req.accept_ema = self.adaptive.update(req.accept_ema, result.num_accepted)
+                req.spec_skip_steps = self.adaptive.skip_steps(req.accept_ema)
         self.runner.commit_kv(src, dst)
         if self.draft_runner is not None:
             self.draft_runner.commit_kv(draft_src, draft_dst)
@@ -245,6 +246,9 @@ class LLMEngine:
             return 0
         k = self.spec_config.num_speculative_tokens
         width = self.proposer.max_lookahead(req) // k
+        if req.spec_skip_steps > 0:          # drafts kept failing: decode plainly for a while
+            req.spec_skip_steps -= 1
+            return 0
         depth = self.adaptive.depth(req.accept_ema) if self.adaptive is not None else k
         if req.params.num_speculative_tokens is not None:
             depth = min(depth, req.params.num_speculative_tokens)

@@ -43,6 +43,7 @@ class Request:
     detok: Any = None                                     # IncrementalDetokenizer
     spec: Any = None                                      # proposer's per-request state
     accept_ema: float | None = None                       # EMA of accepted draft tokens per step
+    spec_skip_steps: int = 0                              # plain steps left before drafting again
     num_preemptions: int = 0
 
     def __post_init__(self) -> None:

@@ -78,17 +78,25 @@ class SpecMetrics:
 class AdaptiveDepth:
     """Per-request draft depth from an EMA of accepted tokens per step.
 
-    When drafts keep failing, verifying K extra nodes costs forward time for
-    nothing; the depth follows what recently got accepted (plus one to probe).
+    When drafts keep failing, verifying extra nodes costs forward time for
+    nothing: the depth follows what recently got accepted (plus one to probe),
+    and below `min_gain` accepted tokens per step (about what a few extra
+    verified nodes cost, relative to a one-token forward, on a CPU) the request
+    stops drafting for `cooldown` steps, then probes again with depth 1.
     """
 
-    def __init__(self, max_depth: int, alpha: float = 0.5):
+    def __init__(self, max_depth: int, alpha: float = 0.5, min_gain: float = 0.4, cooldown: int = 6):
         self.max_depth, self.alpha = max_depth, alpha
+        self.min_gain, self.cooldown = min_gain, cooldown
 
     def depth(self, ema: float | None) -> int:
         if ema is None:
             return self.max_depth
         return max(1, min(self.max_depth, int(ema + 1.5)))
+
+    def skip_steps(self, ema: float) -> int:
+        """Steps to decode plainly after an update that left the EMA at `ema`."""
+        return self.cooldown if ema < self.min_gain else 0
 
     def update(self, ema: float | None, num_accepted: int) -> float:
         return float(num_accepted) if ema is None else (1 - self.alpha) * ema + self.alpha * num_accepted
