@@ -16,7 +16,7 @@ class SpeculativeConfig:
     tree_width: int = 1                # draft_model: frontier per depth; ngram: continuations (paths)
     tree_topk: int | None = None       # draft_model: children proposed per frontier node
     ngram_max: int = 4                 # ngram: longest suffix matched
-    ngram_min: int = 1                 # ngram: shortest suffix matched
+    ngram_min: int = 2                 # ngram: shortest suffix matched (1-token matches are mostly noise)
     adaptive: bool = True              # shrink the depth while acceptance is low
 
     @classmethod
@@ -85,7 +85,7 @@ class AdaptiveDepth:
     stops drafting for `cooldown` steps, then probes again with depth 1.
     """
 
-    def __init__(self, max_depth: int, alpha: float = 0.5, min_gain: float = 0.4, cooldown: int = 6):
+    def __init__(self, max_depth: int, alpha: float = 0.5, min_gain: float = 0.5, cooldown: int = 8):
         self.max_depth, self.alpha = max_depth, alpha
         self.min_gain, self.cooldown = min_gain, cooldown
 
