@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     notes += sorted({f"{r.system}: {r.note}" for r in rows if r.note})
 
     by_workload = {w: [r for r in rows if r.workload == w] for w in args.workloads}
-    out_dir = report.results_dir() if args.out is None else report.results_dir(args.out)
+    out_dir = report.output_dir(args.out)
     sections = [(f"{w} ({len(prompt_ids[w])} prompts, up to {args.max_tokens} tokens)", table(by_workload[w]))
                 for w in args.workloads]
     plots = [plot(by_workload, out_dir)] if any(r.has_numbers and r.is_speculative for r in rows) else []

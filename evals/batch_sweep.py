@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append([spec.system, st] + cells)
     body = report.markdown_table(headers, lines)
 
-    out_dir = report.results_dir() if args.out is None else report.results_dir(args.out)
+    out_dir = report.output_dir(args.out)
     plots = []
     if any(results[n] and status[n] != FAIL for n in results):
         fig, axes = report.new_figure(1, 1, figsize=(7, 4.5))

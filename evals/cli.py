@@ -27,7 +27,7 @@ def parser(description: str, quick: tuple[int, int], full: tuple[int, int]) -> a
     p.add_argument("--draft-model", help="GGUF file or HF folder for draft-model rows (none is bundled)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(),
                    help="CPU threads for every system (1 on a shared machine, see README)")
-    p.add_argument("--out", help="results root (default evals/results); a <date>-<host> folder is made in it")
+    p.add_argument("--out", help="results folder (default evals/results/<date>-<host>)")
     p.set_defaults(_quick=quick, _full=full)
     return p
 

@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         notes.append("= plain: no specdec plain row, so no token check ran; "
                      "speculative specdec rows are FAIL")
     by_workload = {w: [r for r in rows if r.workload == w] for w in args.workloads}
-    out_dir = report.results_dir() if args.out is None else report.results_dir(args.out)
+    out_dir = report.output_dir(args.out)
     sections = [(f"{w} ({len(prompt_ids[w])} prompts x {args.max_tokens} tokens, batch 1)",
                  table(by_workload[w])) for w in args.workloads]
     plots = [plot(by_workload, out_dir)] if any(r.has_numbers for r in rows) else []

@@ -30,6 +30,15 @@ def results_dir(root: Path = RESULTS_ROOT, today: dt.date | None = None, host: s
     return path
 
 
+def output_dir(out: str | None) -> Path:
+    """--out names the results folder itself; without it, the dated default."""
+    if out is None:
+        return results_dir()
+    path = Path(out)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -11,6 +11,11 @@ def test_results_dir_is_date_and_short_host(tmp_path):
     assert path == tmp_path / "2025-03-07-box7" and path.is_dir()
 
 
+def test_out_names_the_folder_itself(tmp_path):
+    assert report.output_dir(str(tmp_path / "run-a")) == tmp_path / "run-a"
+    assert (tmp_path / "run-a").is_dir()
+
+
 def test_markdown_table_and_cells():
     text = report.markdown_table(["a", "b"], [["1", "2"], ["x", "y"]])
     assert text.splitlines() == ["| a | b |", "|---|---|", "| 1 | 2 |", "| x | y |"]
