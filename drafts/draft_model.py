@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
+from specdec.attention import pack_tree_mask
 from specdec.draft_tree import NO_NODE, DraftTree
 from specdec.model_runner import ModelRunner, Segment, causal_segment, pack_segments
 from specdec.request import Request
@@ -136,7 +137,6 @@ class DraftModelProposer:
         base = t.req.num_computed_tokens
         nodes = list(range(1, tree.num_nodes))
         mask = tree.ancestor_mask()[1:, 1:]
-        from specdec.attention import pack_tree_mask
         rows = [i - 1 for i in t.frontier]
         return Segment([t.tokens[i] for i in nodes], [base + tree.depths[i] for i in nodes], base + 1,
                        t.req.block_table, pack_tree_mask(mask), rows)

@@ -17,6 +17,7 @@ from specdec.outputs import CompletionOutput, RequestOutput
 from specdec.request import Request
 from specdec.sampler import make_logprob
 from specdec.scheduler import SchedulerOutput
+from specdec.speculative import count_per_depth
 from specdec.verifier import AcceptResult
 
 
@@ -91,10 +92,4 @@ class OutputProcessor:
         m = req.metrics
         m.num_drafted_tokens += tree.num_draft_tokens
         m.num_accepted_tokens += result.num_accepted
-        max_depth = max(tree.depths)
-        for d in range(max_depth):
-            if len(m.drafted_per_depth) <= d:
-                m.drafted_per_depth.append(0)
-                m.accepted_per_depth.append(0)
-            m.drafted_per_depth[d] += 1
-            m.accepted_per_depth[d] += int(d < result.num_accepted)
+        count_per_depth(m.drafted_per_depth, m.accepted_per_depth, max(tree.depths), result.num_accepted)

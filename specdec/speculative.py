@@ -67,12 +67,18 @@ class SpecMetrics:
         self.num_drafted += len(depths) - 1
         self.num_accepted += num_accepted
         self.num_emitted += num_accepted + 1
-        for d in range(max(depths)):
-            if len(self.drafted_per_depth) <= d:
-                self.drafted_per_depth.append(0)
-                self.accepted_per_depth.append(0)
-            self.drafted_per_depth[d] += 1
-            self.accepted_per_depth[d] += int(d < num_accepted)
+        count_per_depth(self.drafted_per_depth, self.accepted_per_depth, max(depths), num_accepted)
+
+
+def count_per_depth(drafted: list[int], accepted: list[int], max_depth: int, num_accepted: int) -> None:
+    """One verified tree: every depth up to `max_depth` was drafted, the first `num_accepted`
+    were accepted. Mutates both per-depth counters (grown as needed)."""
+    for d in range(max_depth):
+        if len(drafted) <= d:
+            drafted.append(0)
+            accepted.append(0)
+        drafted[d] += 1
+        accepted[d] += int(d < num_accepted)
 
 
 class AdaptiveDepth:
