@@ -29,7 +29,7 @@ from specdec.attention import pack_tree_mask
 from specdec.draft_tree import NO_NODE, DraftTree
 from specdec.model_runner import ModelRunner, Segment, causal_segment, pack_segments
 from specdec.request import Request
-from specdec.sampler import probs_from_logits
+from specdec.sampler import apply_token_bitmask, probs_from_logits
 from specdec.verifier import AcceptResult
 
 
@@ -110,6 +110,12 @@ class DraftModelProposer:
         params = t.req.params
         candidates = []   # (cum_logprob, parent, token, q at parent or None)
         for row, node in zip(logits, t.frontier):
+            if t.req.grammar is not None:
+                # grammar-aware drafting: never spend a slot on a token the grammar rejects
+                mask = t.req.grammar.draft_bitmask(_path_tokens(t, node))
+                if not bool(mask.any()):
+                    continue
+                row = apply_token_bitmask(row[None].float(), mask)[0]
             logprobs = torch.log_softmax(row.float(), dim=-1)
             if not params.is_greedy and self.width == 1:
                 # sampled chain: draw from q so the verifier can use min(1, p/q)
@@ -119,6 +125,8 @@ class DraftModelProposer:
                 continue
             vals, toks = logprobs.topk(self.topk)
             for v, tok in zip(vals.tolist(), toks.tolist()):
+                if v == float("-inf"):
+                    break                      # fewer tokens allowed than topk
                 candidates.append((t.cum_logprob[node] + v, node, tok, None))
         candidates.sort(key=lambda c: -c[0])
         t.frontier = []
@@ -169,6 +177,15 @@ class DraftModelProposer:
         # root (index 0) plus the accepted nodes the draft had computed
         state.num_computed = req.num_computed_tokens + 1 + kept
         return src, dst
+
+
+def _path_tokens(t: _Building, node: int) -> list[int]:
+    """Tokens on the path root -> node, root excluded."""
+    out = []
+    while node > 0:
+        out.append(t.tokens[node])
+        node = t.parents[node]
+    return out[::-1]
 
 
 def _first(items):

@@ -25,12 +25,24 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repetition-penalty", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--json-schema", default=None, metavar="FILE",
+                   help="constrain the answer to this JSON schema (a .json file)")
+    g.add_argument("--regex", default=None, help="constrain the answer to this regular expression")
 
 
 def _params(a) -> SamplingParams:
+    response_format = None
+    if a.json_schema is not None:
+        with open(a.json_schema) as f:
+            try:
+                schema = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"--json-schema {a.json_schema}: not valid JSON: {e}") from None
+        response_format = {"type": "json_schema", "json_schema": {"name": "cli", "schema": schema}}
     return SamplingParams(max_tokens=a.max_tokens, temperature=a.temperature, top_p=a.top_p,
                           top_k=a.top_k, min_p=a.min_p, repetition_penalty=a.repetition_penalty,
-                          seed=a.seed, stop=a.stop)
+                          seed=a.seed, stop=a.stop, response_format=response_format, regex=a.regex)
 
 
 def _load(a):
@@ -56,6 +68,7 @@ def stream(llm, token_ids: list[int], params: SamplingParams, out=sys.stdout):
 def cmd_generate(a) -> int:
     params = _params(a)          # bad sampling arguments fail before the model loads
     llm = _load(a)
+    llm.engine.prepare_grammar(params)
     ids = llm.tokenizer.encode(a.prompt) if a.raw else llm.tokenizer.encode(
         llm.apply_chat_template([{"role": "user", "content": a.prompt}]), add_special_tokens=False)
     t0 = time.monotonic()

@@ -10,6 +10,7 @@ import time
 
 import torch
 
+from grammar.stage import GrammarStage
 from specdec.block_manager import BlockManager
 from specdec.config import EngineConfig
 from specdec.draft_tree import DraftTree
@@ -17,8 +18,8 @@ from specdec.kv_pool import KVPool, KVSpec
 from specdec.model_runner import ModelRunner, build_step_inputs, slot_of
 from specdec.models.llama import LlamaModel
 from specdec.output_processor import OutputProcessor
-from specdec.outputs import RequestOutput
-from specdec.request import Request
+from specdec.outputs import CompletionOutput, RequestOutput
+from specdec.request import Request, RequestStatus
 from specdec.sampler import RowContext, apply_penalties_and_bias, apply_token_bitmask, target_probs
 from specdec.sampling_params import SamplingParams
 from specdec.scheduler import Scheduler, SchedulerOutput
@@ -73,6 +74,7 @@ class LLMEngine:
                              if draft_model is not None else None)
         self.proposer = self._make_proposer()
         self.spec_metrics = SpecMetrics()
+        self.grammar = GrammarStage(self.tokenizer, mc.vocab_size, self.spec_metrics)
         self.adaptive = (AdaptiveDepth(self.spec_config.num_speculative_tokens)
                          if self.spec_config and self.spec_config.adaptive else None)
         self.scheduler = Scheduler(self.block_manager, config.max_num_seqs,
@@ -106,36 +108,65 @@ class LLMEngine:
             if not isinstance(t, int) or not 0 <= t < vocab:
                 raise ValueError(f"token id {t!r} in logit_bias / stop_token_ids is outside [0, {vocab})")
         req = Request(request_id, ids, params, self.eos_token_ids, prompt=prompt)
+        is_ready = self.grammar.submit(req)     # compiles off-thread; a known-bad grammar raises here
         self.output_processor.init_request(req)
         self.requests[request_id] = req
-        self.scheduler.add(req)
+        if is_ready:
+            self.scheduler.add(req)
         return request_id
+
+    def prepare_grammar(self, params: SamplingParams) -> None:
+        """Compile params' grammar now (blocking, cached), so a bad one raises ValueError before
+        the request is queued. Optional: add_request compiles in the background anyway."""
+        self.grammar.compile_blocking(params)
 
     def abort_request(self, request_id: str) -> None:
         req = self.requests.pop(request_id, None)
+        if self.grammar.drop(request_id) is not None:
+            req.finish_reason = "abort"
+            return
         if req is not None and not req.is_finished:
             req.finish_reason = "abort"
             self.scheduler.finish(req)
 
     def has_unfinished_requests(self) -> bool:
-        return self.scheduler.has_unfinished()
+        return self.scheduler.has_unfinished() or bool(self.grammar.compiling)
 
     # ---- the step -----------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
+        failed = self.admit_compiled()
         batch = self.scheduler.schedule()
         if batch.is_empty:
-            return []
+            self.grammar.wait(0.05)
+            return failed
         trees = self.propose(batch)
+        masks = self.grammar.tree_masks(batch, trees)
         inputs = build_step_inputs(batch, trees, self.config.block_size, self.config.device)
         logits = self.runner.forward(inputs)
-        results = self.verify(batch, trees, logits, inputs.cu_logits)
+        results = self.verify(batch, trees, logits, inputs.cu_logits, masks)
         self.commit(batch, trees, results)
-        outputs = self.output_processor.emit(batch, trees, results, logits, inputs.cu_logits)
+        self.grammar.advance(batch, results)
+        outputs = failed + self.output_processor.emit(batch, trees, results, logits, inputs.cu_logits)
         for req in self.scheduler.update(batch):
             self.requests.pop(req.request_id, None)
         return outputs
 
     # ---- stages -----------------------------------------------------------------------
+    def admit_compiled(self) -> list[RequestOutput]:
+        """Requests whose grammar finished compiling join the scheduler; a grammar that failed
+        (or timed out) ends its request with finish_reason "abort" and the reason in stop_reason."""
+        ready, failed = self.grammar.admit()
+        for req in ready:
+            self.scheduler.add(req)
+        outputs = []
+        for req, reason in failed:
+            self.requests.pop(req.request_id, None)
+            req.finish_reason, req.stop_reason = "abort", reason
+            req.status = RequestStatus.FINISHED
+            outputs.append(RequestOutput(req.request_id, req.prompt, req.prompt_token_ids,
+                                         [CompletionOutput(0, "", [], "abort", reason)], True, req.metrics))
+        return outputs
+
     def propose(self, batch: SchedulerOutput) -> list[DraftTree | None]:
         """A draft tree per request that samples this step (root only when not speculating)."""
         trees: list[DraftTree | None] = [
@@ -146,6 +177,8 @@ class LLMEngine:
                                              [batch.scheduled[b].num_lookahead for b in drafting])
             for b, tree in zip(drafting, proposed):
                 trees[b] = tree
+            # grammar-aware drafting; a draft model keeps K/V at node slots, so no renumbering
+            self.grammar.constrain(batch, trees, can_renumber=not self._uses_draft_model())
         return trees
 
     def verify(self, batch: SchedulerOutput, trees: list[DraftTree | None], logits: torch.Tensor,

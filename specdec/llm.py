@@ -72,6 +72,8 @@ class LLM:
         # validate everything before queueing anything, so one bad prompt cannot strand the rest
         order = []
         try:
+            for params in params_list:    # a grammar that does not compile fails here, nothing queued
+                engine.prepare_grammar(params)
             for text, ids, params in zip(texts, ids_list, params_list):
                 order.append(engine.add_request(None, ids, params, prompt=text))
         except Exception:

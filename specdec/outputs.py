@@ -36,11 +36,17 @@ class CompletionOutput:
     index: int
     text: str
     token_ids: list[int]
-    finish_reason: str | None = None      # "stop" | "length" | "abort" | None while running
+    finish_reason: str | None = None      # "stop" | "length" | "tool_calls" | "abort" | None while running
     stop_reason: int | str | None = None  # the stop string or token id that ended it
     logprobs: list[Logprob] | None = None
     delta_text: str = ""                  # text new since the previous RequestOutput (streaming)
     delta_token_ids: list[int] = field(default_factory=list)
+    # with a reasoning parser: the <think> text (and `text` is the answer after </think>)
+    reasoning_content: str | None = None
+    # with a tool-call parser, once finished: OpenAI-shaped calls
+    # [{"id", "type": "function", "function": {"name", "arguments": JSON string}}];
+    # `text` is then the content outside the calls and finish_reason "tool_calls"
+    tool_calls: list[dict] | None = None
 
 
 @dataclass(slots=True)

@@ -45,6 +45,7 @@ class Request:
     accept_ema: float | None = None                       # EMA of accepted draft tokens per step
     spec_skip_steps: int = 0                              # plain steps left before drafting again
     num_preemptions: int = 0
+    grammar: Any = None                                   # grammar.matcher.RequestGrammar when constrained
 
     def __post_init__(self) -> None:
         if not self.token_ids:

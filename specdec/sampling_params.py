@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+from grammar.spec import GrammarSpec, spec_from_fields
 
 
 @dataclass(slots=True)
@@ -23,6 +26,14 @@ class SamplingParams:
     logprobs: int | None = None          # None = off; k >= 0 = sampled token + top-k
     n: int = 1                           # only 1 is supported
     num_speculative_tokens: int | None = None  # per-request draft depth cap; None = engine's, 0 = plain
+    # structured output (docs/grammar.md); at most one of the four grammars
+    response_format: dict[str, Any] | None = None  # OpenAI: {"type": "text"|"json_object"|"json_schema", ...}
+    regex: str | None = None             # output matches this regex
+    ebnf: str | None = None              # output matches this xgrammar EBNF grammar (root rule `root`)
+    structural_tag: dict[str, Any] | str | None = None  # xgrammar structural tag (tool calls use it)
+    reasoning_parser: str | None = None  # "deepseek_r1" | "qwen3": <think>..</think> -> reasoning_content,
+                                         # the grammar starts right after </think>
+    tool_call_parser: str | None = None  # "hermes" | "llama3": parse tool calls from the finished text
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -46,12 +57,21 @@ class SamplingParams:
         for ok, msg in checks:
             if not ok:
                 raise ValueError(msg)
+        if self.grammar_spec() is not None and self.ignore_eos:
+            raise ValueError("ignore_eos cannot be combined with a grammar: a finished grammar ends with EOS")
+        if self.tool_call_parser not in (None, "hermes", "llama3"):
+            raise ValueError(f"tool_call_parser must be 'hermes', 'llama3' or None, got {self.tool_call_parser!r}")
         if self.top_k == 0:
             self.top_k = -1
 
     @property
     def is_greedy(self) -> bool:
         return self.temperature == 0.0
+
+    def grammar_spec(self) -> GrammarSpec | None:
+        """The grammar this request asks for (canonical, the compile-cache key), or None."""
+        return spec_from_fields(self.response_format, self.regex, self.ebnf, self.structural_tag,
+                                self.reasoning_parser)
 
     @property
     def has_penalties(self) -> bool:

@@ -53,6 +53,10 @@ class SpecMetrics:
     num_emitted: int = 0             # accepted + bonus over those steps
     accepted_per_depth: list[int] = field(default_factory=list)
     drafted_per_depth: list[int] = field(default_factory=list)
+    num_grammar_pruned: int = 0      # draft tokens dropped because the grammar rejects them
+    num_grammar_forced: int = 0      # draft tokens added because the grammar forces them (jump-forward)
+    grammar_time_s: float = 0.0      # CPU time in grammar drafting, tree masks and matcher advance
+    num_grammar_tokens: int = 0      # tokens emitted under a grammar (grammar_time_s / this = per token)
 
     @property
     def tau(self) -> float:
