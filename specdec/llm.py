@@ -45,12 +45,44 @@ class LLM:
 
     def chat(self, messages: Conversation | Sequence[Conversation],
              sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
-             add_generation_prompt: bool = True) -> list[RequestOutput]:
-        """Apply the model's chat template to each conversation, then generate."""
+             add_generation_prompt: bool = True, tools: list[dict] | None = None,
+             tool_choice: str | dict = "auto", parallel_tool_calls: bool = True,
+             tool_call_parser: str | None = None) -> list[RequestOutput]:
+        """Apply the model's chat template to each conversation, then generate.
+
+        With `tools` (OpenAI shape), the tools go into the prompt and calls come back in
+        `CompletionOutput.tool_calls` (finish_reason "tool_calls"); `tool_choice` "required" or
+        a named function is forced by the grammar, "auto" lets the model choose (docs/grammar.md).
+        `tool_call_parser` ("hermes" | "llama3") overrides the format read from the chat template.
+        """
         convs = [messages] if messages and isinstance(messages[0], dict) else list(messages)
-        texts = [self.apply_chat_template(c, add_generation_prompt) for c in convs]
+        params = self._params_list(sampling_params, len(convs))
+        if tools is None:
+            texts = [self.apply_chat_template(c, add_generation_prompt) for c in convs]
+        else:
+            from grammar.tools import render_with_tools
+            params = [self.tool_params(p, tools, tool_choice, parallel_tool_calls, tool_call_parser)
+                      for p in params]
+            texts = [render_with_tools(self.tokenizer, c, tools, add_generation_prompt) for c in convs]
         ids = [self.tokenizer.encode(t, add_special_tokens=False) for t in texts]
-        return self._run(texts, ids, self._params_list(sampling_params, len(convs)))
+        return self._run(texts, ids, params)
+
+    def tool_params(self, params: SamplingParams, tools: list[dict], tool_choice: str | dict = "auto",
+                    parallel_tool_calls: bool = True, tool_call_parser: str | None = None) -> SamplingParams:
+        """`params` plus the tool-call grammar and parser for these tools (the server uses this too).
+        Raises ValueError for malformed tools, an unknown tool name, or a second grammar."""
+        from dataclasses import replace
+
+        from grammar.tools import (parser_for_template, tool_structural_tag, validate_tool_choice,
+                                   validate_tools)
+        tools = validate_tools(tools)
+        tool_choice = validate_tool_choice(tool_choice, tools)
+        fmt = tool_call_parser or parser_for_template(self.tokenizer.chat_template)
+        tag = tool_structural_tag(tools, tool_choice, parallel_tool_calls, fmt)
+        if tag is not None and params.grammar_spec() is not None:
+            raise ValueError("tools with tool_choice other than 'none' cannot be combined with "
+                             "response_format / regex / ebnf / structural_tag")
+        return replace(params, structural_tag=tag, tool_call_parser=None if tool_choice == "none" else fmt)
 
     def apply_chat_template(self, conversation: Conversation, add_generation_prompt: bool = True) -> str:
         if self.tokenizer.chat_template is None:

@@ -11,6 +11,8 @@ import time
 
 import torch
 
+from grammar.reasoning_parser import split_reasoning
+from grammar.tool_parser import parse_tool_calls
 from specdec.detokenizer import IncrementalDetokenizer
 from specdec.draft_tree import DraftTree
 from specdec.outputs import CompletionOutput, RequestOutput
@@ -62,11 +64,14 @@ class OutputProcessor:
             req.detok.flush()
             req.metrics.finished_time = time.monotonic()
         delta = req.detok.delta(finished)
+        text, reasoning, tool_calls = parse_structure(req, req.detok.text[:req.detok.num_emitted_chars], finished)
+        finish_reason = "tool_calls" if tool_calls and req.finish_reason == "stop" else req.finish_reason
         completion = CompletionOutput(
-            index=0, text=req.detok.text[:req.detok.num_emitted_chars],
-            token_ids=list(req.output_token_ids), finish_reason=req.finish_reason,
+            index=0, text=text,
+            token_ids=list(req.output_token_ids), finish_reason=finish_reason,
             stop_reason=req.stop_reason, logprobs=req.logprobs,
-            delta_text=delta, delta_token_ids=new_ids)
+            delta_text=delta, delta_token_ids=new_ids,
+            reasoning_content=reasoning, tool_calls=tool_calls)
         return RequestOutput(req.request_id, req.prompt, req.prompt_token_ids, [completion],
                              finished, req.metrics)
 
@@ -93,3 +98,17 @@ class OutputProcessor:
         m.num_drafted_tokens += tree.num_draft_tokens
         m.num_accepted_tokens += result.num_accepted
         count_per_depth(m.drafted_per_depth, m.accepted_per_depth, max(tree.depths), result.num_accepted)
+
+
+def parse_structure(req: Request, text: str, finished: bool) -> tuple[str, str | None, list[dict] | None]:
+    """(text, reasoning_content, tool_calls) under the request's parsers. `delta_text` stays raw
+    model text: streaming clients feed it to grammar's stream parsers instead."""
+    p = req.params
+    reasoning = None
+    if p.reasoning_parser is not None:
+        reasoning, text = split_reasoning(text)
+    tool_calls = None
+    if p.tool_call_parser is not None and finished:
+        text, calls = parse_tool_calls(text, p.tool_call_parser, id_prefix=f"call_{req.request_id}_")
+        tool_calls = calls or None
+    return text, reasoning, tool_calls
