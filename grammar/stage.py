@@ -30,6 +30,7 @@ class GrammarStage:
         self.vocab_size = vocab_size
         self.metrics = metrics
         self._cache: GrammarCache | None = None
+        self.aware_drafting = True          # False: drafts verified as proposed (benchmark baseline)
         self.compiling: dict[str, tuple[Request, Future, float]] = {}   # request id -> (req, future, t0)
 
     @property
@@ -94,6 +95,8 @@ class GrammarStage:
     # ---- the step -------------------------------------------------------------------------
     def constrain(self, batch: SchedulerOutput, trees: list[DraftTree | None], can_renumber: bool) -> None:
         """Grammar-aware drafting, in place on `trees`: prune rejected drafts, add forced ones."""
+        if not self.aware_drafting:
+            return
         t0 = time.perf_counter()
         for b, (s, tree) in enumerate(zip(batch.scheduled, trees)):
             if tree is None or s.req.grammar is None or s.num_lookahead == 0:
