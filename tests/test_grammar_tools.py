@@ -76,3 +76,20 @@ def test_completion_output_gets_reasoning_and_tool_calls():
                       "function": {"name": "add", "arguments": '{"a": 1, "b": 2}'}}]
     # while running, tool calls are not parsed yet (the stream parsers do that for streaming clients)
     assert parse_structure(req, raw, finished=False)[2] is None
+
+
+def test_cli_regex_and_bad_json_schema_file(tmp_path):
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    run = lambda *a: subprocess.run([sys.executable, "-m", "specdec.cli", "generate", *a], cwd=root,
+                                    capture_output=True, text=True, timeout=300)
+    proc = run("Pick a year", "--regex", "(19|20)[0-9]{2}", "--max-tokens", "8")
+    assert proc.returncode == 0, proc.stderr
+    assert re.fullmatch(r"(19|20)[0-9]{2}", proc.stdout.strip()), proc.stdout
+    bad = tmp_path / "schema.json"
+    bad.write_text('{"type": "foo"}')
+    proc = run("Hi", "--json-schema", str(bad))
+    assert proc.returncode == 2 and "does not compile" in proc.stderr and "Traceback" not in proc.stderr
