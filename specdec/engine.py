@@ -42,13 +42,14 @@ class LLMEngine:
 
         self.config = config
         t0 = time.monotonic()
-        ckpt = load_checkpoint(config.model or bundled_model_path())
+        ckpt = load_checkpoint(config.model or bundled_model_path(),
+                               keep_quantized=config.quantization is not None)
         self.model_config = mc = ckpt.config
         self.tokenizer = ckpt.tokenizer
         self.eos_token_ids = tuple(sorted(set(mc.eos_token_ids) | (
             {self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set())))
         model_len = min(mc.max_position_embeddings, config.max_model_len or mc.max_position_embeddings)
-        self.model = LlamaModel(mc, model_len + 64, config.dtype, config.device)
+        self.model = LlamaModel(mc, model_len + 64, config.dtype, config.device, config.quantization)
         self.model.load_hf_weights(ckpt.weights)
         self.spec_config = (SpeculativeConfig.from_dict(config.speculative_config)
                             if config.speculative_config else None)
@@ -216,7 +217,8 @@ class LLMEngine:
 
         from specdec.loader import load_checkpoint
         sc = self.spec_config
-        ckpt = load_checkpoint(sc.model) if sc.model else target_ckpt
+        ckpt = (load_checkpoint(sc.model, keep_quantized=self.config.quantization is not None)
+                if sc.model else target_ckpt)
         if ckpt.config.vocab_size != self.model_config.vocab_size or (
                 ckpt is not target_ckpt and ckpt.tokenizer.get_vocab() != self.tokenizer.get_vocab()):
             raise ValueError(f"draft model {sc.model!r} has a different vocabulary than the target "
@@ -227,7 +229,8 @@ class LLMEngine:
             if not 1 <= sc.draft_num_layers <= cfg.num_layers:
                 raise ValueError(f"draft_num_layers must be in [1, {cfg.num_layers}]")
             cfg = replace(cfg, num_layers=sc.draft_num_layers)
-        draft = LlamaModel(cfg, model_len + 64, self.config.dtype, self.config.device)
+        draft = LlamaModel(cfg, model_len + 64, self.config.dtype, self.config.device,
+                           self.config.quantization)
         draft.load_hf_weights(ckpt.weights)
         return draft
 
