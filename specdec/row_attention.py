@@ -92,12 +92,14 @@ def row_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
     valid = rows.key_valid                                      # (R, 1, 1, S)
     # padding slots point at slot 0: finite data (the pool starts zeroed and only ever holds
     # finite K/V), so a masked position adds exactly probability 0 * value = 0
-    qh = q.float().view(R, Hkv, G, D).reshape(R * Hkv, G, D)               # (R*Hkv, G, D)
-    kt = keys.permute(0, 2, 3, 1).reshape(R * Hkv, D, S)                     # (R*Hkv, D, S)
+    qh = q.float().contiguous().view(R * Hkv, G, D)                         # (R*Hkv, G, D)
+    # .contiguous(): with R = 1 the reshape would be a strided view, and a GEMM over a
+    # transposed operand rounds differently from one over a contiguous copy
+    kt = keys.permute(0, 2, 3, 1).contiguous().view(R * Hkv, D, S)           # (R*Hkv, D, S)
     scores = torch.bmm(qh, kt).view(R, Hkv, G, S) * scale
     scores = scores.masked_fill(~valid, float("-inf"))
     probs = torch.exp(scores - scores.amax(-1, keepdim=True))               # masked -> exactly 0
     probs = probs.view(R * Hkv, G, S)
-    vt = values.permute(0, 2, 1, 3).reshape(R * Hkv, S, D)                   # (R*Hkv, S, D)
+    vt = values.permute(0, 2, 1, 3).contiguous().view(R * Hkv, S, D)         # (R*Hkv, S, D)
     out = torch.bmm(probs, vt)                                              # (R*Hkv, G, D)
     return (out / probs.sum(-1, keepdim=True)).view(R, Hq, D).to(q.dtype)
