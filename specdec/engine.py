@@ -23,6 +23,7 @@ from specdec.sampler import RowContext, apply_penalties_and_bias, apply_token_bi
 from specdec.sampling_params import SamplingParams
 from specdec.scheduler import Scheduler, SchedulerOutput
 from specdec.spec_policy import SpeculationPolicy, StepCost
+from specdec.threads import ThreadGuard
 from specdec.speculative import SpecMetrics, SpeculativeConfig
 from specdec.verifier import AcceptResult, verify_greedy, verify_sampled
 
@@ -43,6 +44,7 @@ class LLMEngine:
 
         self.config = config
         t0 = time.monotonic()
+        self.threads = ThreadGuard(config.num_threads) if config.device == "cpu" else None
         ckpt = load_checkpoint(config.model or bundled_model_path(),
                                keep_quantized=config.quantization is not None)
         self.model_config = mc = ckpt.config
@@ -146,6 +148,8 @@ class LLMEngine:
     # ---- stages -----------------------------------------------------------------------
     def forward(self, inputs) -> torch.Tensor:
         """The one target forward of the step; its time feeds the speculation cost model."""
+        if self.threads is not None:
+            self.threads.check()
         t0 = time.perf_counter()
         logits = self.runner.forward(inputs)
         self.step_cost.observe(inputs.meta.num_tokens, time.perf_counter() - t0)

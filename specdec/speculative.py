@@ -6,6 +6,11 @@ from typing import Any
 
 METHODS = ("ngram", "draft_model")
 
+# What `specdec serve` and the benchmarks' "default" row speculate with when no config is
+# given: n-gram drafts over the prompt and output (no draft weights needed), depth chosen per
+# request and step by the cost-aware policy (spec_policy.py), so it never drafts at a loss.
+DEFAULT_SPECULATIVE_CONFIG = {"method": "ngram", "num_speculative_tokens": 4}
+
 
 @dataclass(slots=True)
 class SpeculativeConfig:

@@ -40,11 +40,16 @@ def _run(llm, prompts):
             for p in prompts]
 
 
+# the self-draft runs all 30 layers per draft token: fewer prompts keep the suite's time down
+NUM_PROMPTS = {"ngram-chain": 24, "ngram-tree": 24, "draft-chain": 8, "draft-tree": 8}
+
+
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_speculative_greedy_equals_plain_on_24_prompts(name, prompts, plain_outputs):
+def test_speculative_greedy_equals_plain_one_request_at_a_time(name, prompts, plain_outputs):
     llm = LLM(speculative_config=CONFIGS[name], kv_cache_memory=256 * 2**20)
-    outs = _run(llm, prompts)
-    mismatched = [i for i, (a, b) in enumerate(zip(outs, plain_outputs)) if a != b]
+    n = NUM_PROMPTS[name]
+    outs = _run(llm, prompts[:n])
+    mismatched = [i for i, (a, b) in enumerate(zip(outs, plain_outputs[:n])) if a != b]
     assert not mismatched, f"{name}: prompts {mismatched} differ from plain decoding"
     m = llm.engine.spec_metrics
     assert m.num_drafted > 0, "the proposer never drafted: the test proved nothing"
