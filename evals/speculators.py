@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from specdec.speculative import DEFAULT_SPECULATIVE_CONFIG
+
 DRAFT_MODEL = "{draft_model}"
 
 
@@ -22,6 +24,7 @@ class Speculator:
 SELF_DRAFT_LAYERS = 10
 
 SPECULATORS = [
+    Speculator("default (ngram k<=4, cost-aware)", dict(DEFAULT_SPECULATIVE_CONFIG)),
     Speculator("ngram k=4", {"method": "ngram", "num_speculative_tokens": 4}),
     Speculator("ngram tree 3x3", {"method": "ngram", "num_speculative_tokens": 3, "tree_width": 3}),
     Speculator(f"self-draft L{SELF_DRAFT_LAYERS} k=3",

@@ -35,6 +35,7 @@ class AttentionMetadata:
     is_tree_cpu: list[bool]
     # built by TorchAttention on the first layer and reused by the others (same step)
     padded: "PaddedBatch | None" = None
+    rows: "object | None" = None          # row_attention.RowBatch for decode / tree rows
 
     @property
     def num_tokens(self) -> int:
@@ -128,17 +129,43 @@ class TorchAttention:
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata,
                 scale: float) -> torch.Tensor:
-        """q: [T, Hq, D]; k, v: [T, Hkv, D] (new tokens). Returns [T, Hq, D]. Mutates the caches."""
+        """q: [T, Hq, D]; k, v: [T, Hkv, D] (new tokens). Returns [T, Hq, D]. Mutates the caches.
+
+        Decode tokens and draft trees go through the row-invariant path (row_attention.py),
+        so a verify step computes every row exactly as plain decoding would; prefill chunks
+        go through SDPA.
+        """
+        from specdec.row_attention import build_row_batch, is_row_segment, row_attention
+
         self.store_kv(k, v, k_cache, v_cache, meta)
         block_size = k_cache.shape[1]
-        if len(meta.q_lens_cpu) > 1 and max(meta.q_lens_cpu) <= MAX_BATCHED_Q:
+        row_segs = [b for b in range(len(meta.q_lens_cpu)) if is_row_segment(meta, b)]
+        if len(row_segs) == len(meta.q_lens_cpu):          # the common decode / verify step
+            if meta.rows is None:
+                meta.rows = build_row_batch(meta, row_segs, block_size, q.device)
+            return row_attention(q, k_cache, v_cache, meta.rows, scale)
+        out = self._forward_prefill(q, k_cache, v_cache, meta, scale, set(row_segs))
+        if row_segs:
+            if meta.rows is None:
+                meta.rows = build_row_batch(meta, row_segs, block_size, q.device)
+            idx = meta.rows.query_index
+            out.index_copy_(0, idx, row_attention(q.index_select(0, idx), k_cache, v_cache,
+                                                  meta.rows, scale))
+        return out
+
+    def _forward_prefill(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                         meta: AttentionMetadata, scale: float, skip: set[int]) -> torch.Tensor:
+        """SDPA for the causal prefill segments; rows of segments in `skip` are left unset."""
+        block_size = k_cache.shape[1]
+        if not skip and len(meta.q_lens_cpu) > 1 and max(meta.q_lens_cpu) <= MAX_BATCHED_Q:
             if meta.padded is None:
                 meta.padded = build_padded_batch(meta, block_size, q.device)
             return self._forward_padded(q, k_cache, v_cache, meta.padded, scale)
         out = torch.empty_like(q)
         start = 0
         for b, q_len in enumerate(meta.q_lens_cpu):
-            if q_len == 0:
+            if q_len == 0 or b in skip:
+                start += q_len
                 continue
             seq_len = meta.seq_lens_cpu[b]
             num_blocks = (seq_len + block_size - 1) // block_size

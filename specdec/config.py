@@ -20,15 +20,20 @@ def cpu_has_fast_bf16() -> bool:
         return False
 
 
-def default_dtype(device: str) -> torch.dtype:
+def default_dtype(device: str, quantized: bool = False) -> torch.dtype:
+    """The activation / KV dtype. Quantized CPU linears cast their inputs to bf16 themselves and
+    return float32, so around them the residual stream and KV stay float32 (cheap at 135M and
+    exact-friendly); dense weights use bf16 where the CPU multiplies it fast."""
     if device.startswith("cuda"):
         return torch.bfloat16
+    if quantized:
+        return torch.float32
     return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
 
 
-def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
+def resolve_dtype(dtype: str | torch.dtype | None, device: str, quantized: bool = False) -> torch.dtype:
     if dtype is None or dtype == "auto":
-        return default_dtype(device)
+        return default_dtype(device, quantized)
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in DTYPES:
@@ -51,6 +56,11 @@ class EngineConfig:
     seed: int = 0                         # engine generator for unseeded requests
     speculative_config: dict[str, Any] | None = None
     attention_backend: str = "auto"       # "auto" | "torch" | "triton"
+    # Weights: "auto" keeps a GGUF's Q4_0/Q4_1 (4-bit) and Q8_0 (int8) tensors quantized and
+    # loads float checkpoints as they are; "int4" / "int8" also quantize float weights at load;
+    # None dequantizes everything (the exact path, e.g. dtype="float32" against HF).
+    quantization: str | None = "auto"
+    num_threads: int | None = None        # torch CPU threads; None = measured default (threads.py)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -60,4 +70,11 @@ class EngineConfig:
             raise ValueError("max_num_seqs and max_num_batched_tokens must be >= 1")
         if self.attention_backend not in ("auto", "torch", "triton"):
             raise ValueError(f"attention_backend must be auto|torch|triton, got {self.attention_backend!r}")
-        self.dtype = resolve_dtype(self.dtype, self.device)
+        if self.quantization not in (None, "auto", "int4", "int8"):
+            raise ValueError(f"quantization must be 'auto', 'int4', 'int8' or None, got {self.quantization!r}")
+        if self.quantization is not None and not self.device.startswith("cpu"):
+            # the weight-only kernels used here are the CPU ones
+            raise ValueError(f"quantization={self.quantization!r} needs device='cpu'; use quantization=None")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError(f"num_threads must be >= 1, got {self.num_threads}")
+        self.dtype = resolve_dtype(self.dtype, self.device, quantized=self.quantization is not None)

@@ -23,7 +23,9 @@ from specdec.request import Request, RequestStatus
 from specdec.sampler import RowContext, apply_penalties_and_bias, apply_token_bitmask, target_probs
 from specdec.sampling_params import SamplingParams
 from specdec.scheduler import Scheduler, SchedulerOutput
-from specdec.speculative import AdaptiveDepth, SpecMetrics, SpeculativeConfig
+from specdec.spec_policy import SpeculationPolicy, StepCost
+from specdec.speculative import SpecMetrics, SpeculativeConfig
+from specdec.threads import ThreadGuard
 from specdec.verifier import AcceptResult, verify_greedy, verify_sampled
 
 logger = logging.getLogger(__name__)
@@ -43,13 +45,15 @@ class LLMEngine:
 
         self.config = config
         t0 = time.monotonic()
-        ckpt = load_checkpoint(config.model or bundled_model_path())
+        self.threads = ThreadGuard(config.num_threads) if config.device == "cpu" else None
+        ckpt = load_checkpoint(config.model or bundled_model_path(),
+                               keep_quantized=config.quantization is not None)
         self.model_config = mc = ckpt.config
         self.tokenizer = ckpt.tokenizer
         self.eos_token_ids = tuple(sorted(set(mc.eos_token_ids) | (
             {self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set())))
         model_len = min(mc.max_position_embeddings, config.max_model_len or mc.max_position_embeddings)
-        self.model = LlamaModel(mc, model_len + 64, config.dtype, config.device)
+        self.model = LlamaModel(mc, model_len + 64, config.dtype, config.device, config.quantization)
         self.model.load_hf_weights(ckpt.weights)
         self.spec_config = (SpeculativeConfig.from_dict(config.speculative_config)
                             if config.speculative_config else None)
@@ -75,8 +79,12 @@ class LLMEngine:
         self.proposer = self._make_proposer()
         self.spec_metrics = SpecMetrics()
         self.grammar = GrammarStage(self.tokenizer, mc.vocab_size, self.spec_metrics)
-        self.adaptive = (AdaptiveDepth(self.spec_config.num_speculative_tokens)
-                         if self.spec_config and self.spec_config.adaptive else None)
+        self.step_cost = StepCost()
+        self.policy = None
+        if self.spec_config is not None:
+            sc = self.spec_config
+            self.policy = SpeculationPolicy(sc.num_speculative_tokens, sc.tree_width,
+                                            self.step_cost if sc.adaptive else None)
         self.scheduler = Scheduler(self.block_manager, config.max_num_seqs,
                                    config.max_num_batched_tokens, lookahead_fn=self._lookahead,
                                    on_preempt=self._on_preempt)
@@ -84,6 +92,8 @@ class LLMEngine:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.requests: dict[str, Request] = {}
         self._ids = itertools.count()
+        if self.policy is not None and self.policy.cost is not None:
+            self._calibrate_step_cost()
         logger.info("engine ready in %.1fs: %d KV blocks of %d tokens, dtype %s",
                     time.monotonic() - t0, self.pool.num_blocks, config.block_size, config.dtype)
 
@@ -142,7 +152,7 @@ class LLMEngine:
         trees = self.propose(batch)
         masks = self.grammar.tree_masks(batch, trees)
         inputs = build_step_inputs(batch, trees, self.config.block_size, self.config.device)
-        logits = self.runner.forward(inputs)
+        logits = self.forward(inputs)
         results = self.verify(batch, trees, logits, inputs.cu_logits, masks)
         self.commit(batch, trees, results)
         self.grammar.advance(batch, results)
@@ -166,6 +176,15 @@ class LLMEngine:
             outputs.append(RequestOutput(req.request_id, req.prompt, req.prompt_token_ids,
                                          [CompletionOutput(0, "", [], "abort", reason)], True, req.metrics))
         return outputs
+
+    def forward(self, inputs) -> torch.Tensor:
+        """The one target forward of the step; its time feeds the speculation cost model."""
+        if self.threads is not None:
+            self.threads.check()
+        t0 = time.perf_counter()
+        logits = self.runner.forward(inputs)
+        self.step_cost.observe(inputs.meta.num_tokens, time.perf_counter() - t0)
+        return logits
 
     def propose(self, batch: SchedulerOutput) -> list[DraftTree | None]:
         """A draft tree per request that samples this step (root only when not speculating)."""
@@ -232,9 +251,7 @@ class LLMEngine:
             draft_dst += [slot_of(table, base + i, bs) for i in d_dst]
             s.num_committed += result.num_accepted
             self.spec_metrics.record(tree.depths, result.num_accepted)
-            if self.adaptive is not None:
-                req.accept_ema = self.adaptive.update(req.accept_ema, result.num_accepted)
-                req.spec_skip_steps = self.adaptive.skip_steps(req.accept_ema)
+            req.accept_ema = self.policy.update(req.accept_ema, max(tree.depths), result.num_accepted)
         self.runner.commit_kv(src, dst)
         if self.draft_runner is not None:
             self.draft_runner.commit_kv(draft_src, draft_dst)
@@ -249,7 +266,8 @@ class LLMEngine:
 
         from specdec.loader import load_checkpoint
         sc = self.spec_config
-        ckpt = load_checkpoint(sc.model) if sc.model else target_ckpt
+        ckpt = (load_checkpoint(sc.model, keep_quantized=self.config.quantization is not None)
+                if sc.model else target_ckpt)
         if ckpt.config.vocab_size != self.model_config.vocab_size or (
                 ckpt is not target_ckpt and ckpt.tokenizer.get_vocab() != self.tokenizer.get_vocab()):
             raise ValueError(f"draft model {sc.model!r} has a different vocabulary than the target "
@@ -260,7 +278,8 @@ class LLMEngine:
             if not 1 <= sc.draft_num_layers <= cfg.num_layers:
                 raise ValueError(f"draft_num_layers must be in [1, {cfg.num_layers}]")
             cfg = replace(cfg, num_layers=sc.draft_num_layers)
-        draft = LlamaModel(cfg, model_len + 64, self.config.dtype, self.config.device)
+        draft = LlamaModel(cfg, model_len + 64, self.config.dtype, self.config.device,
+                           self.config.quantization)
         draft.load_hf_weights(ckpt.weights)
         return draft
 
@@ -275,17 +294,38 @@ class LLMEngine:
         return DraftModelProposer(self.draft_runner, sc.num_speculative_tokens, sc.tree_width, sc.tree_topk)
 
     def _lookahead(self, req: Request) -> int:
+        """Draft slots for `req` this step: depth x width, depth chosen by the policy."""
         if self.proposer is None:
             return 0
         k = self.spec_config.num_speculative_tokens
         width = self.proposer.max_lookahead(req) // k
-        if req.spec_skip_steps > 0:          # drafts kept failing: decode plainly for a while
-            req.spec_skip_steps -= 1
-            return 0
-        depth = self.adaptive.depth(req.accept_ema) if self.adaptive is not None else k
+        depth = self.policy.depth(req.accept_ema, len(self.scheduler.running))
+        if depth == 0:                       # not worth it now: decode plainly, probe now and then
+            req.spec_skip_steps += 1
+            if req.spec_skip_steps < self.policy.probe_every:
+                return 0
+            req.spec_skip_steps, depth = 0, 1
         if req.params.num_speculative_tokens is not None:
             depth = min(depth, req.params.num_speculative_tokens)
         return depth * width
+
+    def _calibrate_step_cost(self) -> None:
+        """Seed the cost model: time a one-token and a (K+1)-token forward on a scratch request."""
+        from specdec.scheduler import ScheduledRequest
+        k = self.spec_config.num_speculative_tokens * self.spec_config.tree_width
+        ctx = 64
+        req = Request("__calibrate__", [0] * ctx, SamplingParams(), self.eos_token_ids)
+        if not self.block_manager.allocate(req, ctx + k + 1):
+            return
+        try:
+            prefill = SchedulerOutput([ScheduledRequest(req, ctx)])
+            self.runner.forward(build_step_inputs(prefill, [None], self.config.block_size, self.config.device))
+            req.num_computed_tokens = ctx - 1
+            for tree in [DraftTree.root_only(0), DraftTree.chain(0, [0] * k)] * 2:
+                batch = SchedulerOutput([ScheduledRequest(req, 1, tree.num_nodes - 1)])
+                self.forward(build_step_inputs(batch, [tree], self.config.block_size, self.config.device))
+        finally:
+            self.block_manager.free(req)
 
     def _on_preempt(self, req: Request) -> None:
         if self.proposer is not None:

@@ -90,6 +90,11 @@ class LLM:
         return self.tokenizer.apply_chat_template(conversation, tokenize=False,
                                                   add_generation_prompt=add_generation_prompt)
 
+    def get_metrics(self) -> list:
+        """Engine metrics in vLLM's shape (see specdec/metrics.py): tau = 1 + accepted / drafts."""
+        from specdec.metrics import engine_metrics
+        return engine_metrics(self.engine)
+
     # ---- internals -------------------------------------------------------------
     @staticmethod
     def _params_list(sp, n: int) -> list[SamplingParams]:

@@ -6,6 +6,11 @@ from typing import Any
 
 METHODS = ("ngram", "draft_model")
 
+# What `specdec serve` and the benchmarks' "default" row speculate with when no config is
+# given: n-gram drafts over the prompt and output (no draft weights needed), depth chosen per
+# request and step by the cost-aware policy (spec_policy.py), so it never drafts at a loss.
+DEFAULT_SPECULATIVE_CONFIG = {"method": "ngram", "num_speculative_tokens": 4}
+
 
 @dataclass(slots=True)
 class SpeculativeConfig:
@@ -17,7 +22,8 @@ class SpeculativeConfig:
     tree_topk: int | None = None       # draft_model: children proposed per frontier node
     ngram_max: int = 4                 # ngram: longest suffix matched
     ngram_min: int = 2                 # ngram: shortest suffix matched (1-token matches are mostly noise)
-    adaptive: bool = True              # shrink the depth while acceptance is low
+    adaptive: bool = True              # depth per request and step from acceptance and measured
+                                       # verify cost (spec_policy.py); False = always full depth
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SpeculativeConfig":
@@ -83,30 +89,3 @@ def count_per_depth(drafted: list[int], accepted: list[int], max_depth: int, num
             accepted.append(0)
         drafted[d] += 1
         accepted[d] += int(d < num_accepted)
-
-
-class AdaptiveDepth:
-    """Per-request draft depth from an EMA of accepted tokens per step.
-
-    When drafts keep failing, verifying extra nodes costs forward time for
-    nothing: the depth follows what recently got accepted (plus one to probe),
-    and below `min_gain` accepted tokens per step (about what a few extra
-    verified nodes cost, relative to a one-token forward, on a CPU) the request
-    stops drafting for `cooldown` steps, then probes again with depth 1.
-    """
-
-    def __init__(self, max_depth: int, alpha: float = 0.5, min_gain: float = 0.5, cooldown: int = 8):
-        self.max_depth, self.alpha = max_depth, alpha
-        self.min_gain, self.cooldown = min_gain, cooldown
-
-    def depth(self, ema: float | None) -> int:
-        if ema is None:
-            return self.max_depth
-        return max(1, min(self.max_depth, int(ema + 1.5)))
-
-    def skip_steps(self, ema: float) -> int:
-        """Steps to decode plainly after an update that left the EMA at `ema`."""
-        return self.cooldown if ema < self.min_gain else 0
-
-    def update(self, ema: float | None, num_accepted: int) -> float:
-        return float(num_accepted) if ema is None else (1 - self.alpha) * ema + self.alpha * num_accepted

@@ -21,9 +21,16 @@ def bundled_path():
 
 @pytest.fixture(scope="session")
 def llm_fp32():
-    """The real bundled model in fp32 (parity tests), shared by the whole session."""
+    """The real bundled model dequantized to fp32 (the exact path for HF parity), shared."""
     from specdec import LLM
-    return LLM(dtype="float32")
+    return LLM(dtype="float32", quantization=None)
+
+
+@pytest.fixture(scope="session")
+def llm_default():
+    """The real bundled model in the default configuration (GGUF weights kept quantized)."""
+    from specdec import LLM
+    return LLM()
 
 
 @pytest.fixture(scope="session")

@@ -1,43 +1,86 @@
-"""Adaptive speculation: depth follows recent acceptance; failing drafts pause drafting."""
-from specdec.speculative import AdaptiveDepth, SpecMetrics
-
+"""Cost-aware speculation: draft only as deep as pays for its verification; probe after pausing."""
 import pytest
 
-
-def test_depth_follows_acceptance_and_is_at_least_one():
-    a = AdaptiveDepth(max_depth=4)
-    assert a.depth(None) == 4                 # no history: full depth
-    ema = None
-    for _ in range(6):
-        ema = a.update(ema, 4)
-    assert a.depth(ema) == 4
-    for _ in range(6):
-        ema = a.update(ema, 0)
-    assert a.depth(ema) == 1
+from specdec.spec_policy import SpeculationPolicy, StepCost, expected_accepted
+from specdec.speculative import SpecMetrics
 
 
-def test_failing_drafts_pause_drafting_then_probe_again():
-    a = AdaptiveDepth(max_depth=4, min_gain=0.4, cooldown=6)
-    ema = a.update(None, 0)
-    assert a.skip_steps(ema) == 6             # nothing accepted: decode plainly for a while
-    ema = a.update(ema, 3)
-    assert a.skip_steps(ema) == 0             # a good probe resumes drafting
+def _linear_cost(c0, c1):
+    cost = StepCost()
+    for m in (1, 2, 5, 9, 17, 33):
+        cost.observe(m, c0 + c1 * m)
+    return cost
 
 
-def test_engine_lookahead_honours_skip_and_per_request_cap(tiny_llm):
+def test_step_cost_recovers_a_line_and_follows_change():
+    cost = _linear_cost(0.010, 0.002)
+    assert cost.predict(1) == pytest.approx(0.012)
+    assert cost.predict(11) == pytest.approx(0.032)
+    for _ in range(200):                         # the machine gets busy: everything 3x slower
+        for m in (1, 5):
+            cost.observe(m, 3 * (0.010 + 0.002 * m))
+    assert cost.predict(1) == pytest.approx(0.036, rel=0.05)
+
+
+def test_depth_grows_with_acceptance_and_is_zero_when_drafts_cannot_pay():
+    policy = SpeculationPolicy(max_depth=4, cost=_linear_cost(0.010, 0.002))
+    assert policy.depth(0.95, 1) == 4            # almost always accepted: draft deep
+    assert policy.depth(0.02, 1) == 0            # almost never accepted: plain decoding
+    shallow, deep = policy.depth(0.4, 1), policy.depth(0.8, 1)
+    assert 0 < shallow <= deep
+
+
+def test_expensive_verification_needs_higher_acceptance():
+    cheap = SpeculationPolicy(max_depth=4, cost=_linear_cost(0.010, 0.0005))
+    dear = SpeculationPolicy(max_depth=4, cost=_linear_cost(0.010, 0.010))
+    assert cheap.depth(0.5, 1) > 0 and dear.depth(0.5, 1) == 0
+    # a big batch makes each extra token as costly as a whole one-token step
+    assert cheap.depth(0.5, 64) < cheap.depth(0.5, 1)
+
+
+def test_acceptance_estimate_uses_per_position_evidence():
+    p = SpeculationPolicy(max_depth=4)
+    a = p.update(None, 4, 4)
+    assert a == 1.0                              # 4 of 4 positions tried survived
+    a = p.update(None, 4, 1)
+    assert a == pytest.approx(0.5)               # position 1 survived, position 2 failed
+    assert p.update(0.9, 4, 0) < 0.9
+    assert expected_accepted(0.5, 3) == pytest.approx(0.875)
+
+
+def test_engine_lookahead_pauses_then_probes_and_honours_per_request_cap(tiny_llm):
     from specdec import LLM, SamplingParams
     from specdec.request import Request
     llm = LLM(model=tiny_llm.engine.config.model, dtype="float32", num_kv_blocks=32,
               speculative_config={"method": "ngram", "num_speculative_tokens": 4, "tree_width": 2})
     eng = llm.engine
+    eng.policy.cost = _linear_cost(0.010, 0.0005)
     req = Request("x", [5, 6, 7], SamplingParams(), eng.eos_token_ids)
-    assert eng._lookahead(req) == 8           # depth 4 x width 2
-    req.spec_skip_steps = 2
-    assert [eng._lookahead(req) for _ in range(3)] == [0, 0, 8]
+    req.accept_ema = 0.99
+    assert eng._lookahead(req) == 8              # depth 4 x width 2
+    req.accept_ema = 0.0                         # drafts never accepted: pause, then probe depth 1
+    steps = [eng._lookahead(req) for _ in range(eng.policy.probe_every)]
+    assert steps[:-1] == [0] * (eng.policy.probe_every - 1) and steps[-1] == 2
+    req.accept_ema = 0.99
     req.params = SamplingParams(num_speculative_tokens=1)
     assert eng._lookahead(req) == 2
     req.params = SamplingParams(num_speculative_tokens=0)
     assert eng._lookahead(req) == 0
+
+
+def test_get_metrics_in_vllm_shape(tiny_llm):
+    from specdec import LLM, SamplingParams
+    llm = LLM(model=tiny_llm.engine.config.model, dtype="float32", num_kv_blocks=64,
+              speculative_config={"method": "ngram", "num_speculative_tokens": 3, "adaptive": False})
+    llm.generate(prompt_token_ids=[[5, 6, 7, 5, 6, 7, 5, 6]], sampling_params=SamplingParams(
+        temperature=0.0, max_tokens=24, ignore_eos=True))
+    m = {x.name: x for x in llm.get_metrics()}
+    drafts = m["specdec:spec_decode_num_drafts"].value
+    accepted = m["specdec:spec_decode_num_accepted_tokens"].value
+    assert drafts == llm.engine.spec_metrics.num_forwards > 0
+    assert m["specdec:spec_decode_num_draft_tokens"].value == llm.engine.spec_metrics.num_drafted
+    assert sum(m["specdec:spec_decode_num_accepted_tokens_per_pos"].values) == accepted
+    assert 1 + accepted / drafts == pytest.approx(llm.engine.spec_metrics.tau)
 
 
 def test_metrics_arithmetic():

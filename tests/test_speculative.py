@@ -1,5 +1,10 @@
-"""End-to-end truths of speculation on the real bundled model (fp32, greedy):
-speculative output is token-identical to plain output, for every proposer and tree shape."""
+"""End-to-end truths of speculation on the real bundled model (greedy): speculative output is
+token-identical to plain output, for every proposer and tree shape, in the DEFAULT configuration
+(quantized GGUF weights, bf16 matmul inputs, row-invariant attention) and on the fp32 path.
+
+Requests run one at a time (batch 1): decode and verify rows are computed identically inside
+any batch, but how a prompt's prefill is chunked depends on what else is in the step, so a
+batched greedy run is not batch-invariant (vLLM's isn't either)."""
 import pytest
 
 from evals.datasets import chat_token_ids, load_prompts
@@ -18,28 +23,33 @@ CONFIGS = {
 
 
 @pytest.fixture(scope="module")
-def prompts(llm_fp32):
-    ps = load_prompts("mtbench", 20) + load_prompts("humaneval", 20)
-    assert len(ps) == 40
-    return [chat_token_ids(llm_fp32.tokenizer, p) for p in ps]
+def prompts(llm_default):
+    ps = load_prompts("mtbench", 12) + load_prompts("humaneval", 12)
+    assert len(ps) == 24
+    return [chat_token_ids(llm_default.tokenizer, p) for p in ps]
 
 
 @pytest.fixture(scope="module")
-def plain_outputs(llm_fp32, prompts):
-    params = SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS)
-    return [o.outputs[0].token_ids for o in llm_fp32.generate(prompt_token_ids=prompts, sampling_params=params)]
+def plain_outputs(llm_default, prompts):
+    return _run(llm_default, prompts)
 
 
 def _run(llm, prompts):
     params = SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS)
-    return [o.outputs[0].token_ids for o in llm.generate(prompt_token_ids=prompts, sampling_params=params)]
+    return [llm.generate(prompt_token_ids=[p], sampling_params=params)[0].outputs[0].token_ids
+            for p in prompts]
+
+
+# the self-draft runs all 30 layers per draft token: fewer prompts keep the suite's time down
+NUM_PROMPTS = {"ngram-chain": 24, "ngram-tree": 24, "draft-chain": 8, "draft-tree": 8}
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_speculative_greedy_equals_plain_on_40_prompts(name, prompts, plain_outputs):
-    llm = LLM(dtype="float32", speculative_config=CONFIGS[name], kv_cache_memory=256 * 2**20)
-    outs = _run(llm, prompts)
-    mismatched = [i for i, (a, b) in enumerate(zip(outs, plain_outputs)) if a != b]
+def test_speculative_greedy_equals_plain_one_request_at_a_time(name, prompts, plain_outputs):
+    llm = LLM(speculative_config=CONFIGS[name], kv_cache_memory=256 * 2**20)
+    n = NUM_PROMPTS[name]
+    outs = _run(llm, prompts[:n])
+    mismatched = [i for i, (a, b) in enumerate(zip(outs, plain_outputs[:n])) if a != b]
     assert not mismatched, f"{name}: prompts {mismatched} differ from plain decoding"
     m = llm.engine.spec_metrics
     assert m.num_drafted > 0, "the proposer never drafted: the test proved nothing"
@@ -48,9 +58,16 @@ def test_speculative_greedy_equals_plain_on_40_prompts(name, prompts, plain_outp
           f"{[round(a / max(d, 1), 2) for a, d in zip(m.accepted_per_depth, m.drafted_per_depth)]}")
 
 
+def test_fp32_path_speculation_equals_its_plain_decoding(llm_fp32, prompts):
+    """The dequantized fp32 path (exact against HF) keeps spec == plain too."""
+    llm = LLM(dtype="float32", quantization=None, speculative_config=CONFIGS["ngram-tree"])
+    assert _run(llm, prompts[:8]) == _run(llm_fp32, prompts[:8])
+    assert llm.engine.spec_metrics.num_drafted > 0
+
+
 def test_a_draft_that_rejects_everything_still_gives_plain_output(tiny_model_dir, prompts, plain_outputs):
     """A random-weight draft with the same tokenizer: nearly every draft is rejected."""
-    llm = LLM(dtype="float32", speculative_config={"method": "draft_model", "model": tiny_model_dir,
+    llm = LLM(speculative_config={"method": "draft_model", "model": tiny_model_dir,
                                                    "num_speculative_tokens": 3, "adaptive": False})
     outs = _run(llm, prompts[:12])
     assert outs == plain_outputs[:12]
@@ -58,14 +75,20 @@ def test_a_draft_that_rejects_everything_still_gives_plain_output(tiny_model_dir
     assert m.num_drafted > 0 and m.acceptance_rate < 0.2
 
 
-def test_mixed_batch_plain_and_different_depths_in_one_step(llm_fp32, prompts, plain_outputs):
-    """Per-request num_speculative_tokens: 0 (plain), 1, 2 and the default share every step."""
-    llm = LLM(dtype="float32", speculative_config={"method": "ngram", "num_speculative_tokens": 4,
-                                                   "adaptive": False})
+def test_mixed_batch_plain_and_different_depths_in_one_step(prompts):
+    """Per-request num_speculative_tokens: 0 (plain), 1, 2 and the default share every step.
+
+    A budget that prefills all 16 prompts in the first step makes both runs chunk their
+    prompts the same way, so the batched outputs must match token for token."""
+    params_for = lambda ks: [SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS, num_speculative_tokens=k)
+                             for k in ks]
+    kw = dict(max_num_batched_tokens=8192, speculative_config={
+        "method": "ngram", "num_speculative_tokens": 4, "adaptive": False})
+    plain = LLM(**kw).generate(prompt_token_ids=prompts[:16], sampling_params=params_for([0] * 16))
     ks = [0, 1, 2, None] * 4
-    params = [SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS, num_speculative_tokens=k) for k in ks]
-    outs = llm.generate(prompt_token_ids=prompts[:16], sampling_params=params)
-    assert [o.outputs[0].token_ids for o in outs] == plain_outputs[:16]
+    llm = LLM(**kw)
+    outs = llm.generate(prompt_token_ids=prompts[:16], sampling_params=params_for(ks))
+    assert [o.outputs[0].token_ids for o in outs] == [o.outputs[0].token_ids for o in plain]
     for k, o in zip(ks, outs):
         depth = len(o.metrics.drafted_per_depth)
         if k == 0:

@@ -37,13 +37,18 @@ IGNORED_WEIGHT_SUFFIXES = ("rotary_emb.inv_freq",)
 @dataclass(slots=True)
 class Checkpoint:
     config: ModelConfig
-    weights: dict[str, torch.Tensor]       # HF Llama names (see module docstring), float32, CPU
+    weights: dict[str, torch.Tensor]       # HF Llama names (see module docstring), float32 (or
+                                           # QWeight where the loader kept GGUF blocks), CPU
     tokenizer: PreTrainedTokenizerBase     # .chat_template set when the source has one
     path: str                              # the folder or .gguf file it came from
 
 
-def load_checkpoint(path: str) -> Checkpoint:
-    """Load an HF folder (config.json + *.safetensors + tokenizer files) or a .gguf file."""
+def load_checkpoint(path: str, keep_quantized: bool = False) -> Checkpoint:
+    """Load an HF folder (config.json + *.safetensors + tokenizer files) or a .gguf file.
+
+    keep_quantized: GGUF Q4_0 / Q4_1 / Q8_0 tensors come back as QWeights instead of
+    float32 (specdec/models/quant.py); HF folders are always float.
+    """
     # The format modules import Checkpoint from here, so they are imported at call time.
     from specdec.loader.gguf_file import is_gguf_file, load_gguf
     from specdec.loader.hf_folder import load_hf_folder
@@ -53,7 +58,7 @@ def load_checkpoint(path: str) -> Checkpoint:
     if os.path.isdir(path):
         return load_hf_folder(path)
     if is_gguf_file(path):
-        return load_gguf(path)
+        return load_gguf(path, keep_quantized)
     raise ValueError(f"{path!r} is neither a model folder (config.json + *.safetensors) "
                      f"nor a GGUF file")
 

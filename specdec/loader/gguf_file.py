@@ -1,4 +1,8 @@
-"""Load a GGUF file (llama.cpp's format): dequantize to float32, rename to HF, undo the q/k permute.
+"""Load a GGUF file (llama.cpp's format): rename to HF, undo the q/k permute, keep or dequantize.
+
+Q4_0 / Q4_1 / Q8_0 tensors can stay in their own integer form (a `QWeight`, see
+specdec/models/quant.py) for the weight-only fast path; every other type, and every
+tensor when `keep_quantized` is False, is dequantized to float32.
 
 GGUF keeps everything in one file: metadata key/values (architecture sizes, the
 tokenizer's vocabulary and merges, the chat template), a tensor table, then aligned
@@ -24,6 +28,7 @@ from gguf import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGMLQuant
 from gguf.quants import dequantize
 
 from specdec.loader.checkpoint import Checkpoint, check_weight_names
+from specdec.models.quant import QWeight, from_gguf_blocks
 from specdec.models.config import ModelConfig, normalize_architecture
 
 # GGUFValueType id -> struct format of the scalar types; 8 = string, 9 = array.
@@ -52,6 +57,8 @@ _GLOBAL_NAMES = {
     "output.weight": "lm_head.weight",
 }
 _LAYER_PATTERN = re.compile(r"blk\.(\d+)\.(.+)")
+# GGUF types that stay quantized (as a QWeight) when the loader is asked to keep them.
+QWEIGHT_TYPES = ("Q4_0", "Q4_1", "Q8_0")
 
 
 @dataclass(slots=True, frozen=True)
@@ -67,19 +74,27 @@ def is_gguf_file(path: str) -> bool:
         return f.read(4) == struct.pack("<I", GGUF_MAGIC)
 
 
-def load_gguf(path: str) -> Checkpoint:
-    """Dequantize every tensor of `path` to float32 and build its config and tokenizer."""
+def load_gguf(path: str, keep_quantized: bool = False) -> Checkpoint:
+    """Read every tensor of `path` (float32, or a QWeight where `keep_quantized` and the type
+    maps onto one) and build its config and tokenizer."""
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as blob:
         metadata, infos = read_header(blob, path)
         config = config_from_metadata(metadata, infos)
-        weights = {_hf_name(name): dequantize_tensor(blob, info) for name, info in infos.items()}
+        weights = {_hf_name(name): (quantized_tensor(blob, info)
+                                    if keep_quantized and info.ggml_type.name in QWEIGHT_TYPES
+                                    else dequantize_tensor(blob, info))
+                   for name, info in infos.items()}
     if config.architecture == "llama":
         # Only llama-family files are permuted by llama.cpp's converter; Qwen2 files are not.
         for name, w in weights.items():
-            if ".self_attn.q_proj." in name:
-                weights[name] = unpermute_rope_rows(w, config.num_heads)
-            elif ".self_attn.k_proj." in name:
-                weights[name] = unpermute_rope_rows(w, config.num_kv_heads)
+            heads = (config.num_heads if ".self_attn.q_proj." in name else
+                     config.num_kv_heads if ".self_attn.k_proj." in name else None)
+            if heads is None:
+                continue
+            if isinstance(w, QWeight):
+                weights[name] = w.map_rows(lambda t, h=heads: unpermute_rope_rows(t, h))
+            else:
+                weights[name] = unpermute_rope_rows(w, heads)
     weights = check_weight_names(weights, config, source=path)
     tokenizer = load_gguf_tokenizer(path, metadata)
     return Checkpoint(config=config, weights=weights, tokenizer=tokenizer, path=path)
@@ -152,6 +167,15 @@ def dequantize_tensor(blob: mmap.mmap, info: GGUFTensorInfo) -> torch.Tensor:
     if info.ggml_type == GGMLQuantizationType.F32:
         values = values.copy()  # a read-only view into the mmap otherwise; the file gets closed
     return torch.from_numpy(values).reshape(info.shape)
+
+
+def quantized_tensor(blob: mmap.mmap, info: GGUFTensorInfo) -> QWeight:
+    """The tensor's GGUF blocks as a QWeight (2-D tensors of a QWEIGHT_TYPES type only)."""
+    block_size, block_bytes = GGML_QUANT_SIZES[info.ggml_type]
+    rows, cols = info.shape
+    row_bytes = cols // block_size * block_bytes
+    raw = np.frombuffer(blob, dtype=np.uint8, count=rows * row_bytes, offset=info.offset)
+    return from_gguf_blocks(raw.reshape(rows, row_bytes), info.ggml_type.name, (rows, cols))
 
 
 def _hf_name(gguf_name: str) -> str:

@@ -1,0 +1,97 @@
+"""How many tokens to draft, per request and step: only as many as pay for their verification.
+
+A verify step over M tokens costs more than a one-token step (on a CPU, roughly linear in
+M), and a drafted token is worth something only if it is accepted. With a per-token
+acceptance probability `a` (a chain's i-th draft survives with probability a**i), drafting
+k tokens at batch size B gives each request 1 + E_k tokens per step, E_k = a + a^2 + ... +
+a^k, for a step cost of cost(B * (1 + k)) instead of cost(B). The policy drafts the k that
+maximizes
+
+    speedup(k) = (1 + E_k) * cost(B) / cost(B * (1 + k * width))
+
+and k = 0 (plain decoding) when no k beats 1 by a margin, so speculation never runs slower
+than plain decoding as far as the measured costs and acceptance say. A request that stops
+drafting probes again with one token every `probe_every` steps, so a context that starts
+repeating (and lets the n-gram drafter match) is noticed.
+
+`StepCost` is an online least-squares line through the measured forward times (exponential
+forgetting, so a machine that gets busy is followed), seeded by a two-forward calibration
+at engine start.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class StepCost:
+    """seconds(num_tokens) ~ c0 + c1 * num_tokens, fitted online."""
+
+    def __init__(self, decay: float = 0.97):
+        self.decay = decay
+        self.sw = self.sm = self.smm = self.st = self.smt = 0.0
+
+    def observe(self, num_tokens: int, seconds: float, weight: float = 1.0) -> None:
+        d = self.decay
+        m = float(num_tokens)
+        self.sw = d * self.sw + weight
+        self.sm = d * self.sm + weight * m
+        self.smm = d * self.smm + weight * m * m
+        self.st = d * self.st + weight * seconds
+        self.smt = d * self.smt + weight * m * seconds
+
+    def coefficients(self) -> tuple[float, float]:
+        if self.sw == 0.0:
+            return 1.0, 0.0
+        mean_m, mean_t = self.sm / self.sw, self.st / self.sw
+        var = self.smm / self.sw - mean_m * mean_m
+        slope = (self.smt / self.sw - mean_m * mean_t) / var if var > 1e-9 else 0.0
+        slope = max(slope, 0.0)
+        return max(mean_t - slope * mean_m, 1e-6), slope
+
+    def predict(self, num_tokens: int) -> float:
+        c0, c1 = self.coefficients()
+        return c0 + c1 * num_tokens
+
+
+def expected_accepted(a: float, k: int) -> float:
+    """E[accepted drafts] of a k-token chain whose i-th token survives with probability a**i."""
+    return sum(a ** i for i in range(1, k + 1))
+
+
+@dataclass(slots=True)
+class SpeculationPolicy:
+    max_depth: int
+    width: int = 1                 # nodes per depth (tree width)
+    cost: StepCost | None = None
+    prior_acceptance: float = 0.5  # `a` for a request with no history yet
+    alpha: float = 0.3             # EMA weight of the newest step's acceptance
+    margin: float = 1.05           # speedup a depth must promise over plain decoding
+    probe_every: int = 8           # plain steps before a one-token probe
+
+    def depth(self, acceptance: float | None, num_running: int) -> int:
+        """Draft depth for a request with acceptance estimate `acceptance` (None = no history)
+        in a batch of `num_running` requests; 0 = decode plainly this step."""
+        a = self.prior_acceptance if acceptance is None else acceptance
+        if self.cost is None:
+            return self.max_depth
+        b = max(num_running, 1)
+        base = self.cost.predict(b)
+        best_k, best = 0, self.margin
+        for k in range(1, self.max_depth + 1):
+            speedup = (1 + expected_accepted(a, k)) * base / self.cost.predict(b * (1 + k * self.width))
+            if speedup > best:
+                best_k, best = k, speedup
+        return best_k
+
+    def update(self, acceptance: float | None, depth: int, num_accepted: int) -> float:
+        """New acceptance estimate after a step that drafted `depth` and accepted `num_accepted`.
+
+        Per-position evidence: positions 1..num_accepted survived, position num_accepted + 1
+        (if drafted) failed; positions past it say nothing.
+        """
+        tried = min(depth, num_accepted + 1)
+        observed = num_accepted / tried if tried else 0.0
+        if acceptance is None:
+            return observed
+        w = min(1.0, self.alpha * tried)
+        return (1 - w) * acceptance + w * observed

@@ -1,0 +1,88 @@
+"""Weight-only quantized linears: exact GGUF block mapping, accuracy, and row invariance."""
+import mmap
+
+import numpy as np
+import pytest
+import torch
+from gguf import GGMLQuantizationType
+from gguf.quants import dequantize, quantize as gguf_quantize
+
+from specdec.loader.gguf_file import QWEIGHT_TYPES, quantized_tensor, read_header
+from specdec.models.quant import (DenseLinear, Int4Linear, Int8Linear, QuantEmbedding, QWeight,
+                                  from_gguf_blocks, make_linear, quantize_int4, quantize_int8)
+
+
+@pytest.mark.parametrize("kind", QWEIGHT_TYPES)
+def test_gguf_blocks_map_exactly_onto_qweight(kind):
+    """QWeight.dequantize reproduces gguf's own dequantization of the same blocks."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((64, 128)).astype(np.float32) * 0.05
+    qtype = GGMLQuantizationType[kind]
+    raw = gguf_quantize(w, qtype)                        # [64, row_bytes] uint8
+    ref = dequantize(raw, qtype)
+    got = from_gguf_blocks(raw, kind, (64, 128)).dequantize().numpy()
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-6)
+
+
+def test_bundled_file_tensors_load_as_qweights(bundled_path):
+    with open(bundled_path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as blob:
+        _, infos = read_header(blob, bundled_path)
+        for name in ("blk.0.attn_q.weight", "blk.3.ffn_down.weight", "token_embd.weight"):
+            info = infos[name]
+            qw = quantized_tensor(blob, info)
+            assert isinstance(qw, QWeight) and qw.shape == info.shape
+            from specdec.loader.gguf_file import dequantize_tensor
+            torch.testing.assert_close(qw.dequantize(), dequantize_tensor(blob, info), rtol=0, atol=1e-6)
+
+
+def _weights(n=960, k=576, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, k, generator=g) * 0.05
+
+
+@pytest.mark.parametrize("make", [lambda w: Int4Linear(quantize_int4(w), None),
+                                  lambda w: Int8Linear(quantize_int8(w), None)], ids=["int4", "int8"])
+def test_quantized_linear_is_close_to_its_dequantized_weight(make):
+    w = _weights()
+    lin = make(w)
+    x = torch.randn(5, w.shape[1])
+    qw = quantize_int4(w) if isinstance(lin, Int4Linear) else quantize_int8(w)
+    ref = x @ qw.dequantize().t()
+    got = lin(x)
+    assert got.dtype == torch.float32
+    # bf16 activations and outputs: ~3 significant digits
+    assert (got - ref).abs().max() < 0.02 * ref.abs().max()
+
+
+@pytest.mark.parametrize("make", [lambda w: Int4Linear(quantize_int4(w), None),
+                                  lambda w: Int8Linear(quantize_int8(w), None)], ids=["int4", "int8"])
+def test_quantized_linear_rows_do_not_depend_on_the_batch(make):
+    """Row i of an M-row matmul equals row i computed alone, bit for bit, for M = 1..33:
+    what lets a verify step over K+1 tokens reproduce K+1 one-token steps exactly."""
+    lin = make(_weights())
+    x = torch.randn(33, 576)
+    alone = torch.cat([lin(x[i:i + 1]) for i in range(33)])
+    for m in (2, 3, 5, 8, 16, 33):
+        assert torch.equal(lin(x[:m]), alone[:m]), f"M={m}"
+
+
+def test_make_linear_modes():
+    w = _weights(128, 64)
+    parts = [w[:64], w[64:]]
+    assert isinstance(make_linear(parts, None, None, torch.float32), DenseLinear)
+    assert isinstance(make_linear(parts, None, "auto", torch.float32), DenseLinear)
+    assert isinstance(make_linear(parts, None, "int4", torch.float32), Int4Linear)
+    assert isinstance(make_linear(parts, None, "int8", torch.float32), Int8Linear)
+    q = [quantize_int4(p) for p in parts]
+    fused = make_linear(q, None, "auto", torch.float32)        # QWeights fuse without requantizing
+    assert isinstance(fused, Int4Linear) and fused.out_features == 128
+    dense = make_linear(q, None, None, torch.float32)          # None dequantizes
+    torch.testing.assert_close(dense.weight, torch.cat([p.dequantize() for p in q]))
+
+
+def test_quant_embedding_dequantizes_rows_exactly():
+    w = _weights(100, 64)
+    qw = quantize_int8(w)
+    emb = QuantEmbedding(QWeight(8, qw.q, qw.scale, None, 64), torch.float32)
+    ids = torch.tensor([3, 99, 3, 0])
+    torch.testing.assert_close(emb(ids), qw.dequantize()[ids], rtol=0, atol=0)
