@@ -13,7 +13,7 @@ import torch
 
 from specdec.detokenizer import IncrementalDetokenizer
 from specdec.draft_tree import DraftTree
-from specdec.outputs import CompletionOutput, RequestOutput
+from specdec.outputs import CompletionOutput, RequestOutput, SpecStep
 from specdec.request import Request
 from specdec.sampler import make_logprob
 from specdec.scheduler import SchedulerOutput
@@ -53,10 +53,11 @@ class OutputProcessor:
             if req.metrics.first_token_time is None:
                 req.metrics.first_token_time = now
             req.metrics.num_forwards += 1
-            outputs.append(self.make_output(req, new_ids))
+            outputs.append(self.make_output(req, new_ids, [spec_step(tree, result)]))
         return outputs
 
-    def make_output(self, req: Request, new_ids: list[int]) -> RequestOutput:
+    def make_output(self, req: Request, new_ids: list[int],
+                    spec_steps: list[SpecStep] | None = None) -> RequestOutput:
         finished = req.finish_reason is not None
         if finished:
             req.detok.flush()
@@ -66,7 +67,7 @@ class OutputProcessor:
             index=0, text=req.detok.text[:req.detok.num_emitted_chars],
             token_ids=list(req.output_token_ids), finish_reason=req.finish_reason,
             stop_reason=req.stop_reason, logprobs=req.logprobs,
-            delta_text=delta, delta_token_ids=new_ids)
+            delta_text=delta, delta_token_ids=new_ids, spec_steps=spec_steps or [])
         return RequestOutput(req.request_id, req.prompt, req.prompt_token_ids, [completion],
                              finished, req.metrics)
 
@@ -93,3 +94,14 @@ class OutputProcessor:
         m.num_drafted_tokens += tree.num_draft_tokens
         m.num_accepted_tokens += result.num_accepted
         count_per_depth(m.drafted_per_depth, m.accepted_per_depth, max(tree.depths), result.num_accepted)
+
+
+def spec_step(tree: DraftTree, result: AcceptResult) -> SpecStep:
+    """The accepted path, then the draft's first-child path below it (what was rejected)."""
+    node = result.accepted_nodes[-1] if result.accepted_nodes else 0
+    rejected = []
+    while tree.children(node):
+        node = tree.children(node)[0]
+        rejected.append(tree.token_ids[node])
+    accepted = [tree.token_ids[n] for n in result.accepted_nodes]
+    return SpecStep(accepted + rejected, len(accepted), result.token_ids[-1])
