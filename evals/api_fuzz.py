@@ -98,7 +98,7 @@ def tiny_server(tmpdir: str):
     from server import ServerSettings, build_app
     from specdec import LLM
     from specdec.loader import bundled_model_path
-    from tests.server_harness import ThreadServer
+    from server.threaded import ThreadServer
 
     d, f = os.path.split(bundled_model_path())
     tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
