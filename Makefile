@@ -4,7 +4,7 @@
 PY ?= python3
 PIP = $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: install serve chat generate test bench load fuzz llamacpp
+.PHONY: install browser serve chat generate test bench load fuzz llamacpp
 
 install:
 	@# the CPU build of torch first: a bare `torch` requirement would pull GB of CUDA wheels
@@ -22,7 +22,13 @@ chat: install
 generate: install
 	specdec generate "Write a haiku about speculative decoding."
 
-test: install
+# Debian's chromium for the web page's browser tests; only as root with apt-get, otherwise those
+# tests skip and print this command. Playwright itself comes with the `test` extra.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || true
+
+test: install browser
 	$(PY) -m pytest -q
 
 bench: install

@@ -28,6 +28,7 @@ from server.protocol import (ChatCompletionRequest, CompletionRequest, Detokeniz
 from server.responses import TokenText
 from server.settings import ServerSettings
 from server.state import ServerState
+from server.webui import mount_webui
 
 CLIENT_CLOSED = 499   # nginx's "client closed request": nobody reads it, the log does
 SSE_PING_SECONDS = 15
@@ -104,6 +105,7 @@ def build_app(engine, settings: ServerSettings | None = None) -> FastAPI:
             raise bad_request(f"token ids must be in [0, {state.vocab_size})", "tokens")
         return {"prompt": state.tokenizer.decode(req.tokens)}
 
+    mount_webui(app)   # the chat page at / (server/webui.py)
     return app
 
 
