@@ -16,6 +16,14 @@ function headers() {
 
 function setStatus(text) { $("status").textContent = text; }
 
+function followAnswer(update) {
+  // keep the newest tokens in view, unless the reader scrolled up
+  const box = $("messages");
+  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
+  update();
+  if (atBottom) box.scrollTop = box.scrollHeight;
+}
+
 function addMessage(role) {
   const el = document.createElement("div");
   el.className = `msg ${role}`;
@@ -171,7 +179,7 @@ async function send() {
         if (delta.reasoning_content) { stats.firstToken(); view.addReasoning(delta.reasoning_content); }
         if (delta.content) {
           stats.firstToken();
-          view.tokens.addText(delta.content);
+          followAnswer(() => view.tokens.addText(delta.content));
           stats.countTokens(view.answer.childElementCount);
         }
         if (delta.tool_calls) { stats.firstToken(); view.addToolCalls(delta.tool_calls); }
