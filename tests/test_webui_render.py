@@ -74,7 +74,8 @@ def test_scripted_trace_renders_exactly(page, server):
     assert page.text_content("#stat-drafted") == "7" and page.text_content("#stat-accepted") == "4"
     assert page.text_content("#stat-tau") == "2.00" and page.text_content("#stat-rate") == "57%"
     assert page.text_content("#stat-ttft").endswith("ms")
-    bars = page.locator("#accept-chart .bar").evaluate_all("els => els.map(e => [e.dataset.accepted, e.dataset.drafted])")
+    bars = page.locator("#accept-chart .bar").evaluate_all(
+        "els => els.map(e => [e.dataset.accepted, e.dataset.drafted])")
     assert bars == [["0", "0"], ["2", "3"], ["0", "2"], ["2", "2"]]
     assert page.text_content("#status") == "done (stop)"
     # nothing but this server was contacted
