@@ -15,7 +15,7 @@ from grammar.reasoning_parser import split_reasoning
 from grammar.tool_parser import parse_tool_calls
 from specdec.detokenizer import IncrementalDetokenizer
 from specdec.draft_tree import DraftTree
-from specdec.outputs import CompletionOutput, RequestOutput
+from specdec.outputs import CompletionOutput, RequestOutput, SpecStep
 from specdec.request import Request
 from specdec.sampler import make_logprob
 from specdec.scheduler import SchedulerOutput
@@ -55,10 +55,11 @@ class OutputProcessor:
             if req.metrics.first_token_time is None:
                 req.metrics.first_token_time = now
             req.metrics.num_forwards += 1
-            outputs.append(self.make_output(req, new_ids))
+            outputs.append(self.make_output(req, new_ids, [spec_step(tree, result)]))
         return outputs
 
-    def make_output(self, req: Request, new_ids: list[int]) -> RequestOutput:
+    def make_output(self, req: Request, new_ids: list[int],
+                    spec_steps: list[SpecStep] | None = None) -> RequestOutput:
         finished = req.finish_reason is not None
         if finished:
             req.detok.flush()
@@ -70,7 +71,7 @@ class OutputProcessor:
             index=0, text=text,
             token_ids=list(req.output_token_ids), finish_reason=finish_reason,
             stop_reason=req.stop_reason, logprobs=req.logprobs,
-            delta_text=delta, delta_token_ids=new_ids,
+            delta_text=delta, delta_token_ids=new_ids, spec_steps=spec_steps or [],
             reasoning_content=reasoning, tool_calls=tool_calls)
         return RequestOutput(req.request_id, req.prompt, req.prompt_token_ids, [completion],
                              finished, req.metrics)
@@ -112,3 +113,14 @@ def parse_structure(req: Request, text: str, finished: bool) -> tuple[str, str |
         text, calls = parse_tool_calls(text, p.tool_call_parser, id_prefix=f"call_{req.request_id}_")
         tool_calls = calls or None
     return text, reasoning, tool_calls
+
+
+def spec_step(tree: DraftTree, result: AcceptResult) -> SpecStep:
+    """The accepted path, then the draft's first-child path below it (what was rejected)."""
+    node = result.accepted_nodes[-1] if result.accepted_nodes else 0
+    rejected = []
+    while tree.children(node):
+        node = tree.children(node)[0]
+        rejected.append(tree.token_ids[node])
+    accepted = [tree.token_ids[n] for n in result.accepted_nodes]
+    return SpecStep(accepted + rejected, len(accepted), result.token_ids[-1])

@@ -32,6 +32,15 @@ class RequestMetrics:
 
 
 @dataclass(slots=True)
+class SpecStep:
+    """One verify step as a client may show it: the drafted path, how much of it the target
+    accepted, and the token the target added. Plain decoding: draft_token_ids == []."""
+    draft_token_ids: list[int]   # accepted nodes' tokens, then the rejected rest of the draft's main path
+    num_accepted: int            # draft_token_ids[:num_accepted] were accepted
+    bonus_token_id: int          # sampled from the target after the accepted prefix
+
+
+@dataclass(slots=True)
 class CompletionOutput:
     index: int
     text: str
@@ -47,6 +56,7 @@ class CompletionOutput:
     # [{"id", "type": "function", "function": {"name", "arguments": JSON string}}];
     # `text` is then the content outside the calls and finish_reason "tool_calls"
     tool_calls: list[dict] | None = None
+    spec_steps: list[SpecStep] = field(default_factory=list)  # verify steps behind this delta
 
 
 @dataclass(slots=True)

@@ -68,7 +68,10 @@ def probs_from_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Ten
         probs = torch.zeros_like(logits, dtype=torch.float32)
         probs[logits.argmax()] = 1.0
         return probs
-    logits = logits.float() / params.temperature
+    # a tiny temperature or repetition penalty overflows fp32 to inf, and softmax(inf - inf) is NaN:
+    # clamp to the largest finite value so the distribution stays the intended near-one-hot
+    logits = torch.nan_to_num(logits.float() / params.temperature, nan=float("-inf"),
+                              posinf=torch.finfo(torch.float32).max)
     if params.top_k > 0 and params.top_k < logits.shape[-1]:
         kth = torch.topk(logits, params.top_k).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -77,6 +80,7 @@ def probs_from_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Ten
         sorted_probs, order = probs.sort(descending=True)
         # drop a token when the mass before it already reaches top_p (the first always stays)
         drop_sorted = (sorted_probs.cumsum(-1) - sorted_probs) >= params.top_p
+        drop_sorted[0] = False     # also when top_p is below fp32's smallest value (it rounds to 0)
         probs = probs.masked_fill(torch.zeros_like(drop_sorted).scatter(0, order, drop_sorted), 0.0)
     if params.min_p > 0.0:
         probs = probs.masked_fill(probs < params.min_p * probs.max(), 0.0)
