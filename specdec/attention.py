@@ -36,6 +36,7 @@ class AttentionMetadata:
     # built by TorchAttention on the first layer and reused by the others (same step)
     padded: "PaddedBatch | None" = None
     rows: "object | None" = None          # row_attention.RowBatch for decode / tree rows
+    skip_slots: bool | None = None        # slot_mapping holds PAD_ID entries (set on first use)
 
     @property
     def num_tokens(self) -> int:
@@ -120,8 +121,10 @@ class TorchAttention:
                  v_cache: torch.Tensor, meta: AttentionMetadata) -> None:
         # k, v: [T, Hkv, D]; caches: [num_blocks, block_size, Hkv, D]
         slots = meta.slot_mapping
-        keep = slots >= 0                     # PAD_ID slots are skipped
-        if not bool(keep.all()):
+        if meta.skip_slots is None:           # once per step, not per layer
+            meta.skip_slots = bool((slots < 0).any())
+        if meta.skip_slots:                   # PAD_ID slots are skipped
+            keep = slots >= 0
             slots, k, v = slots[keep], k[keep], v[keep]
         k_cache.view(-1, *k_cache.shape[2:]).index_copy_(0, slots, k.to(k_cache.dtype))
         v_cache.view(-1, *v_cache.shape[2:]).index_copy_(0, slots, v.to(v_cache.dtype))

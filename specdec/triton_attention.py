@@ -31,6 +31,7 @@ class TritonAttention:
                 k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata,
                 scale: float) -> torch.Tensor:
         """q: [T, Hq, D]; k, v: [T, Hkv, D] (new tokens). Returns [T, Hq, D]. Mutates the caches."""
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()   # the model hands out views
         self.store_kv(k, v, k_cache, v_cache, meta)
         max_q_len = max(meta.q_lens_cpu, default=0)
         # is_tree without a tree_mask (or vice versa) means "all causal".

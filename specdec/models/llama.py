@@ -27,7 +27,10 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # statistics in fp32 like HF, output in the activation dtype
+        # statistics in fp32 like HF, output in the activation dtype; one fused op when the
+        # activations are fp32 already (the quantized path), 5 eager ops otherwise
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
         x32 = x.float()
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * x32.to(x.dtype)
@@ -50,9 +53,12 @@ class DecoderLayer(nn.Module):
                 attn_backend) -> torch.Tensor:
         T = x.shape[0]
         h = self.input_layernorm(x)
-        q, k, v = self.qkv_proj(h).split(self.split, dim=-1)
-        q = RotaryEmbedding.apply(q.view(T, self.num_heads, self.head_dim), cos_sin)     # (T, Hq, D)
-        k = RotaryEmbedding.apply(k.view(T, self.num_kv_heads, self.head_dim), cos_sin)  # (T, Hkv, D)
+        qkv = self.qkv_proj(h)
+        q_and_k, v = qkv.split([self.split[0] + self.split[1], self.split[2]], dim=-1)
+        # q and k heads rotate together: one RoPE over Hq + Hkv heads instead of two
+        qk = RotaryEmbedding.apply(q_and_k.reshape(T, self.num_heads + self.num_kv_heads, self.head_dim),
+                                   cos_sin)                                      # (T, Hq+Hkv, D)
+        q, k = qk.split([self.num_heads, self.num_kv_heads], dim=1)              # (T, Hq, D), (T, Hkv, D)
         v = v.view(T, self.num_kv_heads, self.head_dim)
         o = attn_backend.forward(q, k, v, k_cache, v_cache, meta, self.head_dim ** -0.5)
         x = x + self.o_proj(o.reshape(T, -1))
