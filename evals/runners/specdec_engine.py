@@ -33,8 +33,12 @@ class SpecdecRunner:
         # No prefix cache: every prompt shares the chat template's system prompt,
         # and neither HF nor our llama.cpp runner reuses it, so a cached prefix
         # would make TTFT incomparable. Batch-1 TTFT here is a cold prefill.
+        # A step budget that prefills every prompt of a batch at once: each prompt is then
+        # computed in one chunk in every row, so speculative rows can be checked token for
+        # token against plain decoding at the same batch size (chunking depends on the budget
+        # left over by lookahead slots otherwise; see docs/architecture.md, CPU fast path).
         return cls(name, LLM(model=model, dtype=dtype, speculative_config=speculative_config,
-                             enable_prefix_caching=False))
+                             enable_prefix_caching=False, max_num_batched_tokens=32768))
 
     def _params(self, max_tokens: int, ignore_eos: bool):
         from specdec import SamplingParams
