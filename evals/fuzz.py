@@ -251,24 +251,35 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", type=int, default=20_000, help="hypothesis examples to run")
     ap.add_argument("--seed", type=int, default=0, help="hypothesis seed (runs are reproducible)")
+    ap.add_argument("--max-seconds", type=float, default=None,
+                    help="stop after the chunk that crosses this wall time (reports what ran)")
+    ap.add_argument("--chunk", type=int, default=500, help="cases per hypothesis run (one seed each)")
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from hypothesis import seed as hyp_seed
+
     fuzzer = Fuzzer()
     t0 = time.monotonic()
+    done, chunk_seed = 0, args.seed
+    while done < args.cases:
+        size = min(args.chunk, args.cases - done)
 
-    @settings(max_examples=args.cases, **FUZZ_SETTINGS)
-    @given(case=cases())
-    def run(case):
-        fuzzer.run(case)
-        n = sum(fuzzer.outcomes.values())
-        if n % 500 == 0:
-            print(f"  {n} cases, {n / (time.monotonic() - t0):.1f}/s", file=sys.stderr, flush=True)
-
-    from hypothesis import seed as hyp_seed
-    hyp_seed(args.seed)(run)()
+        @hyp_seed(chunk_seed)
+        @settings(max_examples=size, **FUZZ_SETTINGS)
+        @given(case=cases())
+        def run(case):
+            fuzzer.run(case)
+        run()
+        done += size
+        chunk_seed += 1
+        n, elapsed = sum(fuzzer.outcomes.values()), time.monotonic() - t0
+        print(f"  {n} cases, {elapsed:.0f} s, {n / elapsed:.1f}/s", file=sys.stderr, flush=True)
+        if args.max_seconds is not None and elapsed > args.max_seconds:
+            break
     elapsed = time.monotonic() - t0
     n = sum(fuzzer.outcomes.values())
-    print(f"{n} cases in {elapsed:.0f} s ({n / elapsed:.1f} cases/s), property held in all")
+    print(f"{n} cases in {elapsed:.0f} s ({n / elapsed:.1f} cases/s), property held in all "
+          f"(seeds {args.seed}..{chunk_seed - 1}, {args.chunk} per seed)")
     for outcome, count in sorted(fuzzer.outcomes.items()):
         print(f"  {outcome:20s} {count}")
     return 0
