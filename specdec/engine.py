@@ -166,7 +166,8 @@ class LLMEngine:
             self._in_step = False
         outputs = self._apply_deferred_aborts(outputs)
         if self.check_invariants:
-            check_block_invariants(self.block_manager, self.requests.values(), [s.req for s in batch.scheduled])
+            check_block_invariants(self.block_manager, self.requests.values(),
+                                   [s.req for s in batch.scheduled])
         return outputs
 
     # ---- stages -----------------------------------------------------------------------
@@ -235,12 +236,12 @@ class LLMEngine:
             if result is None or tree is None or tree.num_nodes == 1 or req.error is not None:
                 continue
             with contained(req, "drafting"):
-                d_src, d_dst = self.proposer.commit(req, tree, result)
                 base, table = req.num_computed_tokens, req.block_table
                 for k, node in enumerate(result.accepted_nodes, start=1):
                     if node != k:
                         src.append(slot_of(table, base + node, bs))
                         dst.append(slot_of(table, base + k, bs))
+                d_src, d_dst = self.proposer.commit(req, tree, result)
                 draft_src += [slot_of(table, base + i, bs) for i in d_src]
                 draft_dst += [slot_of(table, base + i, bs) for i in d_dst]
                 s.num_committed += result.num_accepted

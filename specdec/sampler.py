@@ -92,6 +92,7 @@ def probs_from_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Ten
         sorted_probs, order = probs.sort(descending=True)
         # drop a token when the mass before it already reaches top_p (the first always stays)
         drop_sorted = (sorted_probs.cumsum(-1) - sorted_probs) >= params.top_p
+        drop_sorted[0] = False   # explicitly: a top_p below fp32's smallest value rounds to 0 (fuzz-found)
         probs = probs.masked_fill(torch.zeros_like(drop_sorted).scatter(0, order, drop_sorted), 0.0)
     if params.min_p > 0.0:
         probs = probs.masked_fill(probs < params.min_p * probs.max(), 0.0)

@@ -162,6 +162,12 @@ def test_guards_reject_rows_without_finite_mass():
         probs_from_logits(torch.full((5,), -float("inf")), SamplingParams(temperature=0.7))
 
 
+def test_a_top_p_below_fp32_resolution_keeps_the_most_likely_token():
+    """Found by evals.fuzz: 1e-300 rounds to 0 in fp32, which used to drop every token."""
+    probs = probs_from_logits(torch.tensor([1.0, 3.0, 2.0]), SamplingParams(temperature=1.0, top_p=1e-300))
+    assert probs.tolist() == [0.0, 1.0, 0.0]
+
+
 @pytest.mark.parametrize("temperature", [0.0, 0.8])
 def test_a_mask_that_allows_nothing_fails_that_request_alone(spec_llm, monkeypatch, temperature):
     """The grammar hook (verify's masks) excludes the whole vocabulary for one request."""
