@@ -17,6 +17,7 @@ import torch
 
 from grammar.compiler import GrammarCache, result_or_raise
 from grammar.matcher import RequestGrammar
+from specdec.containment import contained
 from specdec.draft_tree import DraftTree
 from specdec.request import Request
 from specdec.scheduler import SchedulerOutput
@@ -99,11 +100,12 @@ class GrammarStage:
             return
         t0 = time.perf_counter()
         for b, (s, tree) in enumerate(zip(batch.scheduled, trees)):
-            if tree is None or s.req.grammar is None or s.num_lookahead == 0:
+            if tree is None or s.req.grammar is None or s.num_lookahead == 0 or s.req.error is not None:
                 continue
-            trees[b], pruned, forced = s.req.grammar.constrain_draft(tree, s.num_lookahead, can_renumber)
-            self.metrics.num_grammar_pruned += pruned
-            self.metrics.num_grammar_forced += forced
+            with contained(s.req, "grammar"):
+                trees[b], pruned, forced = s.req.grammar.constrain_draft(tree, s.num_lookahead, can_renumber)
+                self.metrics.num_grammar_pruned += pruned
+                self.metrics.num_grammar_forced += forced
         self.metrics.grammar_time_s += time.perf_counter() - t0
 
     def tree_masks(self, batch: SchedulerOutput, trees: list[DraftTree | None]) -> list[torch.Tensor | None] | None:
@@ -112,8 +114,11 @@ class GrammarStage:
         if not any(s.req.grammar is not None for s in batch.scheduled):
             return None
         t0 = time.perf_counter()
-        masks = [s.req.grammar.tree_bitmask(tree) if tree is not None and s.req.grammar is not None else None
-                 for s, tree in zip(batch.scheduled, trees)]
+        masks: list[torch.Tensor | None] = [None] * len(trees)
+        for b, (s, tree) in enumerate(zip(batch.scheduled, trees)):
+            if tree is not None and s.req.grammar is not None and s.req.error is None:
+                with contained(s.req, "grammar"):      # a failed mask fails its request only
+                    masks[b] = s.req.grammar.tree_bitmask(tree)
         self.metrics.grammar_time_s += time.perf_counter() - t0
         return masks
 
@@ -123,15 +128,19 @@ class GrammarStage:
         t0 = time.perf_counter()
         for s, result in zip(batch.scheduled, results):
             g = s.req.grammar
-            if g is None or result is None:
+            if g is None or result is None or s.req.error is not None:
                 continue
-            n = g.advance(result.token_ids)
-            self.metrics.num_grammar_tokens += n
-            if n < len(result.token_ids):
-                if not g.is_terminated:
-                    # the masks make this unreachable; end the request rather than emit invalid text
-                    s.req.finish_reason = "abort"
-                    s.req.stop_reason = "grammar rejected a verified token"
-                del result.token_ids[n:]
-                del result.source_nodes[n:]
+            with contained(s.req, "grammar"):
+                self._advance_one(s.req, g, result)
         self.metrics.grammar_time_s += time.perf_counter() - t0
+
+    def _advance_one(self, req: Request, g: RequestGrammar, result: AcceptResult) -> None:
+        n = g.advance(result.token_ids)
+        self.metrics.num_grammar_tokens += n
+        if n < len(result.token_ids):
+            if not g.is_terminated:
+                # the masks make this unreachable; end the request rather than emit invalid text
+                req.finish_reason = "abort"
+                req.stop_reason = "grammar rejected a verified token"
+            del result.token_ids[n:]
+            del result.source_nodes[n:]

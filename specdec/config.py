@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 
+from specdec.validation import MAX_SEED, check_bool, check_int, check_text
+
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 
@@ -61,20 +63,35 @@ class EngineConfig:
     # None dequantizes everything (the exact path, e.g. dtype="float32" against HF).
     quantization: str | None = "auto"
     num_threads: int | None = None        # torch CPU threads; None = measured default (threads.py)
+    check_invariants: bool = False        # check block accounting after every step (tests; slow)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.block_size <= 0 or self.block_size % 8:
-            raise ValueError(f"block_size must be a positive multiple of 8, got {self.block_size}")
-        if self.max_num_seqs < 1 or self.max_num_batched_tokens < 1:
-            raise ValueError("max_num_seqs and max_num_batched_tokens must be >= 1")
+        if self.model is not None:
+            check_text("model", self.model, allow_empty=False)
+        check_text("device", self.device, allow_empty=False)
+        check_int("block_size", self.block_size, 8, 1024)
+        if self.block_size % 8:
+            raise ValueError(f"block_size must be a multiple of 8 in [8, 1024], got {self.block_size}")
+        check_int("kv_cache_memory", self.kv_cache_memory, 1)
+        check_int("num_kv_blocks", self.num_kv_blocks, 1, optional=True)
+        check_int("max_num_seqs", self.max_num_seqs, 1)
+        check_int("max_num_batched_tokens", self.max_num_batched_tokens, 1)
+        check_int("max_model_len", self.max_model_len, 2, optional=True)
+        check_bool("enable_prefix_caching", self.enable_prefix_caching)
+        check_int("seed", self.seed, 0, MAX_SEED)
+        if self.speculative_config is not None:
+            from specdec.speculative import SpeculativeConfig
+            SpeculativeConfig.from_dict(self.speculative_config)   # fail before loading weights
         if self.attention_backend not in ("auto", "torch", "triton"):
             raise ValueError(f"attention_backend must be auto|torch|triton, got {self.attention_backend!r}")
+        check_bool("check_invariants", self.check_invariants)
+        if not isinstance(self.extra, dict):
+            raise ValueError(f"extra must be a dict, got {type(self.extra).__name__}")
         if self.quantization not in (None, "auto", "int4", "int8"):
             raise ValueError(f"quantization must be 'auto', 'int4', 'int8' or None, got {self.quantization!r}")
         if self.quantization is not None and not self.device.startswith("cpu"):
             # the weight-only kernels used here are the CPU ones
             raise ValueError(f"quantization={self.quantization!r} needs device='cpu'; use quantization=None")
-        if self.num_threads is not None and self.num_threads < 1:
-            raise ValueError(f"num_threads must be >= 1, got {self.num_threads}")
+        check_int("num_threads", self.num_threads, 1, 1024, optional=True)
         self.dtype = resolve_dtype(self.dtype, self.device, quantized=self.quantization is not None)

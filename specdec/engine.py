@@ -13,19 +13,23 @@ import torch
 from grammar.stage import GrammarStage
 from specdec.block_manager import BlockManager
 from specdec.config import EngineConfig
+from specdec.containment import contained, fail_request
 from specdec.draft_tree import DraftTree
+from specdec.invariants import check_block_invariants, invariants_enabled
 from specdec.kv_pool import KVPool, KVSpec
 from specdec.model_runner import ModelRunner, build_step_inputs, slot_of
 from specdec.models.llama import LlamaModel
 from specdec.output_processor import OutputProcessor
 from specdec.outputs import CompletionOutput, RequestOutput
 from specdec.request import Request, RequestStatus
-from specdec.sampler import RowContext, apply_penalties_and_bias, apply_token_bitmask, target_probs
+from specdec.sampler import (RowContext, apply_penalties_and_bias, apply_token_bitmask, check_finite_mass,
+                             target_probs)
 from specdec.sampling_params import SamplingParams
 from specdec.scheduler import Scheduler, SchedulerOutput
 from specdec.spec_policy import SpeculationPolicy, StepCost
 from specdec.speculative import SpecMetrics, SpeculativeConfig
 from specdec.threads import ThreadGuard
+from specdec.validation import check_token_ids
 from specdec.verifier import AcceptResult, verify_greedy, verify_sampled
 
 logger = logging.getLogger(__name__)
@@ -92,6 +96,9 @@ class LLMEngine:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.requests: dict[str, Request] = {}
         self._ids = itertools.count()
+        self.check_invariants = invariants_enabled(config.check_invariants)
+        self._in_step = False                 # abort_request during a step waits for its end
+        self._deferred_aborts: list[str] = []
         if self.policy is not None and self.policy.cost is not None:
             self._calibrate_step_cost()
         logger.info("engine ready in %.1fs: %d KV blocks of %d tokens, dtype %s",
@@ -101,16 +108,22 @@ class LLMEngine:
     def add_request(self, request_id: str | None, prompt_token_ids: list[int],
                     params: SamplingParams | None = None, prompt: str | None = None) -> str:
         """Validate and queue a request. Bad input raises ValueError; nothing else is touched."""
-        params = params or SamplingParams()
+        params = params if params is not None else SamplingParams()
+        if not isinstance(params, SamplingParams):
+            raise ValueError(f"sampling params must be a SamplingParams, got {type(params).__name__}")
+        params.validate()                   # fields may have been changed since construction
         request_id = request_id if request_id is not None else f"req-{next(self._ids)}"
+        if not isinstance(request_id, str) or not request_id:
+            raise ValueError(f"request_id must be a non-empty string, got {request_id!r}")
         if request_id in self.requests:
             raise ValueError(f"request id {request_id!r} is already in use")
-        ids = list(prompt_token_ids)
-        if not ids:
-            raise ValueError("prompt is empty: give at least one token")
+        if prompt is not None and not isinstance(prompt, str):
+            raise ValueError(f"prompt must be a string or None, got {type(prompt).__name__}")
         vocab = self.model_config.vocab_size
-        if any(not isinstance(t, int) or t < 0 or t >= vocab for t in ids):
-            raise ValueError(f"prompt token ids must be integers in [0, {vocab})")
+        try:
+            ids = check_token_ids("prompt_token_ids", prompt_token_ids, vocab)
+        except ValueError as e:
+            raise ValueError(f"{e} (the vocabulary is [0, {vocab}))") from None
         if len(ids) >= self.max_model_len:
             raise ValueError(f"prompt has {len(ids)} tokens but the context limit is "
                              f"{self.max_model_len} (prompt + at least one new token)")
@@ -131,6 +144,15 @@ class LLMEngine:
         self.grammar.compile_blocking(params)
 
     def abort_request(self, request_id: str) -> None:
+        """End a request now and free its blocks; unknown or finished ids are ignored.
+
+        Called during a step (from a stage or a hook), it takes effect when the step
+        ends, since the step's stages still hold the request's blocks and draft tree.
+        Not thread-safe: call it from the thread that runs step().
+        """
+        if self._in_step:
+            self._deferred_aborts.append(request_id)
+            return
         req = self.requests.pop(request_id, None)
         if self.grammar.drop(request_id) is not None:
             req.finish_reason = "abort"
@@ -138,6 +160,9 @@ class LLMEngine:
         if req is not None and not req.is_finished:
             req.finish_reason = "abort"
             self.scheduler.finish(req)
+            if self.proposer is not None:
+                self.proposer.reset(req)     # drop per-request draft state with the blocks
+            req.spec = None
 
     def has_unfinished_requests(self) -> bool:
         return self.scheduler.has_unfinished() or bool(self.grammar.compiling)
@@ -149,16 +174,26 @@ class LLMEngine:
         if batch.is_empty:
             self.grammar.wait(0.05)
             return failed
-        trees = self.propose(batch)
-        masks = self.grammar.tree_masks(batch, trees)
-        inputs = build_step_inputs(batch, trees, self.config.block_size, self.config.device)
-        logits = self.forward(inputs)
-        results = self.verify(batch, trees, logits, inputs.cu_logits, masks)
-        self.commit(batch, trees, results)
-        self.grammar.advance(batch, results)
-        outputs = failed + self.output_processor.emit(batch, trees, results, logits, inputs.cu_logits)
-        for req in self.scheduler.update(batch):
-            self.requests.pop(req.request_id, None)
+        self._in_step = True
+        try:
+            trees = self.propose(batch)
+            masks = self.grammar.tree_masks(batch, trees)
+            inputs = build_step_inputs(batch, trees, self.config.block_size, self.config.device)
+            logits = self.forward(inputs)
+            results = self.verify(batch, trees, logits, inputs.cu_logits, masks)
+            self.commit(batch, trees, results)
+            self.grammar.advance(batch, results)
+            outputs = failed + self.output_processor.emit(batch, trees, results, logits, inputs.cu_logits)
+            for req in self.scheduler.update(batch):
+                self.requests.pop(req.request_id, None)
+        except Exception as exc:        # the whole step failed (e.g. out of memory in the forward)
+            outputs = failed + self._fail_step(batch, exc)
+        finally:
+            self._in_step = False
+        outputs = self._apply_deferred_aborts(outputs)
+        if self.check_invariants:
+            check_block_invariants(self.block_manager, self.requests.values(),
+                                   [s.req for s in batch.scheduled])
         return outputs
 
     # ---- stages -----------------------------------------------------------------------
@@ -192,39 +227,50 @@ class LLMEngine:
             DraftTree.root_only(s.req.token_ids[-1]) if s.produces_token else None for s in batch.scheduled]
         drafting = [b for b, s in enumerate(batch.scheduled) if s.num_lookahead > 0]
         if drafting:
-            proposed = self.proposer.propose([batch.scheduled[b].req for b in drafting],
-                                             [batch.scheduled[b].num_lookahead for b in drafting])
+            reqs = [batch.scheduled[b].req for b in drafting]
+            budgets = [batch.scheduled[b].num_lookahead for b in drafting]
+            try:
+                proposed = self.proposer.propose(reqs, budgets)
+            except Exception:           # find whose drafting fails: the rest still speculate
+                proposed = [self._propose_alone(req, n) for req, n in zip(reqs, budgets)]
             for b, tree in zip(drafting, proposed):
                 trees[b] = tree
             # grammar-aware drafting; a draft model keeps K/V at node slots, so no renumbering
             self.grammar.constrain(batch, trees, can_renumber=not self._uses_draft_model())
         return trees
 
+    def _propose_alone(self, req: Request, budget: int) -> DraftTree:
+        self.proposer.reset(req)        # the failed batched call may have left its state half-updated
+        with contained(req, "drafting"):
+            return self.proposer.propose([req], [budget])[0]
+        return DraftTree.root_only(req.token_ids[-1])   # failed: the verify stage skips it
+
     def verify(self, batch: SchedulerOutput, trees: list[DraftTree | None], logits: torch.Tensor,
                cu_logits: list[int], masks: list[torch.Tensor | None] | None = None
                ) -> list[AcceptResult | None]:
         """Accepted path + bonus per request. masks[b]: optional [N, ceil(V/32)] int32 allowed-token
         bitmask per tree node (grammar), applied to the target before acceptance."""
-        results: list[AcceptResult | None] = []
+        results: list[AcceptResult | None] = [None] * len(trees)
         for b, (s, tree) in enumerate(zip(batch.scheduled, trees)):
-            if tree is None:
-                results.append(None)
-                continue
             req = s.req
-            rows = logits[cu_logits[b]:cu_logits[b + 1]]            # [N, V], one per node
-            if masks is not None and masks[b] is not None:
-                rows = apply_token_bitmask(rows, masks[b])
-            ctx = [RowContext(req.params, req.prompt_token_ids,
-                              req.output_token_ids + [tree.token_ids[n] for n in tree.path_to(i)[1:]],
-                              req.generator) for i in range(tree.num_nodes)]
-            p = req.params
-            if p.is_greedy:
-                if p.has_penalties or p.logit_bias:
-                    rows = apply_penalties_and_bias(rows.clone(), ctx)
-                results.append(verify_greedy(tree, rows.argmax(-1).tolist()))
-            else:
-                probs = target_probs(rows, ctx)
-                results.append(verify_sampled(tree, probs, req.generator or self.generator))
+            if tree is None or req.error is not None:
+                continue
+            with contained(req, "sampling"):
+                rows = logits[cu_logits[b]:cu_logits[b + 1]]            # [N, V], one per node
+                if masks is not None and masks[b] is not None:
+                    rows = apply_token_bitmask(rows, masks[b])
+                ctx = [RowContext(req.params, req.prompt_token_ids,
+                                  req.output_token_ids + [tree.token_ids[n] for n in tree.path_to(i)[1:]],
+                                  req.generator) for i in range(tree.num_nodes)]
+                p = req.params
+                if p.is_greedy:
+                    if p.has_penalties or p.logit_bias:
+                        rows = apply_penalties_and_bias(rows.clone(), ctx)
+                    check_finite_mass(rows)
+                    results[b] = verify_greedy(tree, rows.argmax(-1).tolist())
+                else:
+                    probs = target_probs(rows, ctx)
+                    results[b] = verify_sampled(tree, probs, req.generator or self.generator)
         return results
 
     def commit(self, batch: SchedulerOutput, trees: list[DraftTree | None],
@@ -239,22 +285,56 @@ class LLMEngine:
         for s, tree, result in zip(batch.scheduled, trees, results):
             s.num_committed = s.num_new_tokens
             req = s.req
-            if result is None or tree is None or tree.num_nodes == 1:
+            if result is None or tree is None or tree.num_nodes == 1 or req.error is not None:
                 continue
-            base, table = req.num_computed_tokens, req.block_table
-            for k, node in enumerate(result.accepted_nodes, start=1):
-                if node != k:
-                    src.append(slot_of(table, base + node, bs))
-                    dst.append(slot_of(table, base + k, bs))
-            d_src, d_dst = self.proposer.commit(req, tree, result)
-            draft_src += [slot_of(table, base + i, bs) for i in d_src]
-            draft_dst += [slot_of(table, base + i, bs) for i in d_dst]
-            s.num_committed += result.num_accepted
-            self.spec_metrics.record(tree.depths, result.num_accepted)
-            req.accept_ema = self.policy.update(req.accept_ema, max(tree.depths), result.num_accepted)
+            with contained(req, "drafting"):
+                base, table = req.num_computed_tokens, req.block_table
+                for k, node in enumerate(result.accepted_nodes, start=1):
+                    if node != k:
+                        src.append(slot_of(table, base + node, bs))
+                        dst.append(slot_of(table, base + k, bs))
+                d_src, d_dst = self.proposer.commit(req, tree, result)
+                draft_src += [slot_of(table, base + i, bs) for i in d_src]
+                draft_dst += [slot_of(table, base + i, bs) for i in d_dst]
+                s.num_committed += result.num_accepted
+                self.spec_metrics.record(tree.depths, result.num_accepted)
+                req.accept_ema = self.policy.update(req.accept_ema, max(tree.depths), result.num_accepted)
         self.runner.commit_kv(src, dst)
         if self.draft_runner is not None:
             self.draft_runner.commit_kv(draft_src, draft_dst)
+
+    # ---- failures and aborts ------------------------------------------------------------
+    def _fail_step(self, batch: SchedulerOutput, exc: Exception) -> list[RequestOutput]:
+        """Report a whole-step failure to every request of the step and free their blocks.
+
+        Requests the step had already finished keep their finish reason; the rest end
+        with "error". Each gets its final output here (the step's own outputs are lost).
+        """
+        logger.error("step failed for %d requests: %s: %s", len(batch.scheduled),
+                     type(exc).__name__, exc, exc_info=exc)
+        outputs = []
+        for s in batch.scheduled:
+            req = s.req
+            if req.finish_reason is None:
+                fail_request(req, f"the engine step failed: {type(exc).__name__}: {exc}")
+            if not req.is_finished:
+                self.scheduler.finish(req)
+                if self.proposer is not None:
+                    self.proposer.reset(req)
+            self.requests.pop(req.request_id, None)
+            outputs.append(self.output_processor.final_output(req))
+        return outputs
+
+    def _apply_deferred_aborts(self, outputs: list[RequestOutput]) -> list[RequestOutput]:
+        """Aborts asked for during the step: apply them and drop those requests' outputs."""
+        if not self._deferred_aborts:
+            return outputs
+        # a request that finished in this very step keeps its final output
+        aborted = {rid for rid in self._deferred_aborts if rid in self.requests}
+        self._deferred_aborts = []
+        for rid in aborted:
+            self.abort_request(rid)
+        return [o for o in outputs if o.request_id not in aborted]
 
     # ---- speculation plumbing ---------------------------------------------------------
     def _uses_draft_model(self) -> bool:

@@ -13,6 +13,7 @@ import torch
 
 from grammar.reasoning_parser import split_reasoning
 from grammar.tool_parser import parse_tool_calls
+from specdec.containment import contained
 from specdec.detokenizer import IncrementalDetokenizer
 from specdec.draft_tree import DraftTree
 from specdec.outputs import CompletionOutput, RequestOutput, SpecStep
@@ -39,24 +40,29 @@ class OutputProcessor:
         outputs = []
         for b, (s, tree, result) in enumerate(zip(batch.scheduled, trees, results)):
             req = s.req
-            if result is None:
-                continue                                  # mid-prefill chunk: nothing to emit
-            self._record_speculation(req, tree, result)
-            new_ids = []
-            for token_id, node in zip(result.token_ids, result.source_nodes):
-                req.token_ids.append(token_id)
-                new_ids.append(token_id)
-                req.metrics.token_times.append(now)
-                if req.logprobs is not None:
-                    req.logprobs.append(make_logprob(logits[cu_logits[b] + node], token_id,
-                                                     req.params.logprobs))
-                if self._check_finish(req, token_id):
-                    break
-            if req.metrics.first_token_time is None:
-                req.metrics.first_token_time = now
-            req.metrics.num_forwards += 1
-            outputs.append(self.make_output(req, new_ids, [spec_step(tree, result)]))
+            if result is not None and req.error is None:   # None: mid-prefill chunk, or failed
+                with contained(req, "output"):
+                    outputs.append(self._emit_one(req, tree, result, logits, cu_logits[b], now))
+            if req.error is not None:
+                outputs.append(self.final_output(req))
         return outputs
+
+    def _emit_one(self, req: Request, tree: DraftTree | None, result: AcceptResult,
+                  logits: torch.Tensor, first_row: int, now: float) -> RequestOutput:
+        self._record_speculation(req, tree, result)
+        new_ids = []
+        for token_id, node in zip(result.token_ids, result.source_nodes):
+            req.token_ids.append(token_id)
+            new_ids.append(token_id)
+            req.metrics.token_times.append(now)
+            if req.logprobs is not None:
+                req.logprobs.append(make_logprob(logits[first_row + node], token_id, req.params.logprobs))
+            if self._check_finish(req, token_id):
+                break
+        if req.metrics.first_token_time is None:
+            req.metrics.first_token_time = now
+        req.metrics.num_forwards += 1
+        return self.make_output(req, new_ids, [spec_step(tree, result)])
 
     def make_output(self, req: Request, new_ids: list[int],
                     spec_steps: list[SpecStep] | None = None) -> RequestOutput:
@@ -75,6 +81,18 @@ class OutputProcessor:
             reasoning_content=reasoning, tool_calls=tool_calls)
         return RequestOutput(req.request_id, req.prompt, req.prompt_token_ids, [completion],
                              finished, req.metrics)
+
+    def final_output(self, req: Request) -> RequestOutput:
+        """The last output of a request that ended outside the normal path (failed, or its step
+        failed). Reads the detokenizer's state without calling it: it may be what failed."""
+        req.metrics.finished_time = time.monotonic()
+        detok = req.detok
+        text = detok.text[:detok.num_emitted_chars] if detok is not None else ""
+        completion = CompletionOutput(
+            index=0, text=text, token_ids=list(req.output_token_ids), finish_reason=req.finish_reason,
+            stop_reason=req.stop_reason, logprobs=req.logprobs, error=req.error)
+        return RequestOutput(req.request_id, req.prompt, req.prompt_token_ids, [completion], True,
+                             req.metrics)
 
     def _check_finish(self, req: Request, token_id: int) -> bool:
         p = req.params

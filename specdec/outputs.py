@@ -45,8 +45,9 @@ class CompletionOutput:
     index: int
     text: str
     token_ids: list[int]
-    finish_reason: str | None = None      # "stop" | "length" | "tool_calls" | "abort" | None while running
+    finish_reason: str | None = None      # "stop" | "length" | "tool_calls" | "abort" | "error" | None while running
     stop_reason: int | str | None = None  # the stop string or token id that ended it
+    error: str | None = None              # with finish_reason "error": what failed, for this request
     logprobs: list[Logprob] | None = None
     delta_text: str = ""                  # text new since the previous RequestOutput (streaming)
     delta_token_ids: list[int] = field(default_factory=list)

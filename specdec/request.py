@@ -37,6 +37,7 @@ class Request:
     status: RequestStatus = RequestStatus.WAITING
     finish_reason: str | None = None
     stop_reason: int | str | None = None
+    error: str | None = None                              # why it failed (finish_reason "error")
     generator: torch.Generator | None = None              # set when params.seed is given
     logprobs: list[Logprob] | None = None
     metrics: RequestMetrics = field(default_factory=lambda: RequestMetrics(time.monotonic()))

@@ -19,6 +19,21 @@ from specdec.outputs import Logprob
 from specdec.sampling_params import SamplingParams
 
 
+class NoValidTokenError(ValueError):
+    """A row's distribution has no finite mass: the request cannot go on (its error, not the engine's)."""
+
+
+def check_finite_mass(logits: torch.Tensor) -> None:
+    """logits: (N, V) after bias / penalties / grammar mask. Every row must leave a token to
+    pick: no NaN, no +inf, and at least one finite value. Raises NoValidTokenError."""
+    finite = torch.isfinite(logits)
+    if bool(torch.isnan(logits).any()) or bool((logits == float("inf")).any()):
+        raise NoValidTokenError("the logits contain NaN or +inf")
+    if not bool(finite.any(dim=-1).all()):
+        raise NoValidTokenError("no token is allowed: every logit is -inf "
+                                "(logit_bias or the grammar mask excludes the whole vocabulary)")
+
+
 @dataclass(slots=True)
 class RowContext:
     """What the sampler needs to know about one logits row."""
@@ -84,7 +99,10 @@ def probs_from_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Ten
         probs = probs.masked_fill(torch.zeros_like(drop_sorted).scatter(0, order, drop_sorted), 0.0)
     if params.min_p > 0.0:
         probs = probs.masked_fill(probs < params.min_p * probs.max(), 0.0)
-    return probs / probs.sum()
+    total = probs.sum()
+    if not bool(torch.isfinite(total)) or float(total) <= 0.0:
+        raise NoValidTokenError("the sampling distribution has no finite mass")
+    return probs / total
 
 
 def sample(probs: torch.Tensor, generator: torch.Generator | None) -> int:

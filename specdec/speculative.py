@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from specdec.validation import check_bool, check_int, check_text
+
 METHODS = ("ngram", "draft_model")
 
 # What `specdec serve` and the benchmarks' "default" row speculate with when no config is
@@ -27,9 +29,14 @@ class SpeculativeConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SpeculativeConfig":
+        if not isinstance(d, dict):
+            raise ValueError(f"speculative_config must be a dict, got {type(d).__name__}")
         d = dict(d)
         tree = d.pop("tree", None)
         if isinstance(tree, dict):     # {"width": w, "topk": k}
+            unknown = set(tree) - {"width", "topk"}
+            if unknown:
+                raise ValueError(f"unknown speculative_config['tree'] keys {sorted(map(str, unknown))}")
             d.setdefault("tree_width", tree.get("width", 1))
             d.setdefault("tree_topk", tree.get("topk"))
         elif tree is not None:
@@ -39,15 +46,27 @@ class SpeculativeConfig:
                 d[name] = d.pop(alias)
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"unknown speculative_config keys {sorted(unknown)}")
+            raise ValueError(f"unknown speculative_config keys {sorted(map(str, unknown))}")
+        if "method" not in d:
+            raise ValueError(f"speculative_config needs a 'method', one of {METHODS}")
         cfg = cls(**d)
-        if cfg.method not in METHODS:
-            raise ValueError(f"speculative method {cfg.method!r} is not available; choose one of {METHODS}")
-        if not 1 <= cfg.num_speculative_tokens <= 16:
-            raise ValueError("num_speculative_tokens must be in [1, 16]")
-        if cfg.tree_width < 1 or cfg.tree_width * cfg.num_speculative_tokens > 63:
-            raise ValueError("tree_width must be >= 1 and the tree at most 64 nodes")
+        cfg.validate()
         return cfg
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"speculative method {self.method!r} is not available; choose one of {METHODS}")
+        check_int("num_speculative_tokens", self.num_speculative_tokens, 1, 16)
+        if self.model is not None:
+            check_text("speculative_config model", self.model, allow_empty=False)
+        check_int("draft_num_layers", self.draft_num_layers, 1, optional=True)
+        check_int("tree_width", self.tree_width, 1, 63)
+        if self.tree_width * self.num_speculative_tokens > 63:
+            raise ValueError("tree_width * num_speculative_tokens must be at most 63 (a tree of 64 nodes)")
+        check_int("tree_topk", self.tree_topk, 1, 64, optional=True)
+        check_int("ngram_min", self.ngram_min, 1, 64)
+        check_int("ngram_max", self.ngram_max, self.ngram_min, 64)
+        check_bool("adaptive", self.adaptive)
 
 
 @dataclass(slots=True)

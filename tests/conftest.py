@@ -10,6 +10,9 @@ except Exception:  # pragma: no cover
 if not _has_cuda:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# every engine built in the tests checks its block accounting after each step (specdec/invariants.py)
+os.environ.setdefault("SPECDEC_CHECK_INVARIANTS", "1")
+
 import pytest  # noqa: E402
 
 

@@ -26,9 +26,9 @@ def test_generate_on_the_bundled_model(bundled_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--max-tokens", "0"], "max_tokens must be >= 1"),
-    (["--temperature", "-1"], "temperature must be >= 0"),
-    (["--top-p", "0"], "top_p must be in (0, 1]"),
+    (["--max-tokens", "0"], "max_tokens must be an integer >= 1"),
+    (["--temperature", "-1"], "temperature must be a finite number >= 0.0"),
+    (["--top-p", "0"], "top_p must be a finite number in (0.0, 1.0]"),
 ])
 def test_bad_sampling_argument_exits_with_a_message(args, message):
     proc = run_cli("generate", "Hi", *args, timeout=60)
