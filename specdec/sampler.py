@@ -86,7 +86,7 @@ def probs_from_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Ten
     # a tiny temperature or repetition penalty overflows fp32 to inf, and softmax(inf - inf) is NaN:
     # clamp to the largest finite value so the distribution stays the intended near-one-hot
     logits = torch.nan_to_num(logits.float() / params.temperature, nan=float("-inf"),
-                              posinf=torch.finfo(torch.float32).max)
+                              posinf=torch.finfo(torch.float32).max, neginf=float("-inf"))
     if params.top_k > 0 and params.top_k < logits.shape[-1]:
         kth = torch.topk(logits, params.top_k).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))
