@@ -91,7 +91,7 @@ class SpeculationPolicy:
         """
         tried = min(depth, num_accepted + 1)
         observed = num_accepted / tried if tried else 0.0
-        if acceptance is None:
-            return observed
+        if acceptance is None:         # the prior counts as evidence too: one bad step is not proof
+            acceptance = self.prior_acceptance
         w = min(1.0, self.alpha * tried)
         return (1 - w) * acceptance + w * observed

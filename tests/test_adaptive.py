@@ -39,12 +39,12 @@ def test_expensive_verification_needs_higher_acceptance():
 
 
 def test_acceptance_estimate_uses_per_position_evidence():
-    p = SpeculationPolicy(max_depth=4)
-    a = p.update(None, 4, 4)
-    assert a == 1.0                              # 4 of 4 positions tried survived
-    a = p.update(None, 4, 1)
-    assert a == pytest.approx(0.5)               # position 1 survived, position 2 failed
+    p = SpeculationPolicy(max_depth=4, prior_acceptance=0.5, alpha=0.3)
+    assert p.update(0.5, 4, 4) == 1.0            # 4 of 4 positions tried survived: full weight
+    assert p.update(0.9, 4, 1) == pytest.approx(0.4 * 0.9 + 0.6 * 0.5)   # 1 survived, 1 failed
     assert p.update(0.9, 4, 0) < 0.9
+    # no history: the prior is blended in, so one failed step does not stop drafting for good
+    assert p.update(None, 4, 0) == pytest.approx(0.7 * 0.5)
     assert expected_accepted(0.5, 3) == pytest.approx(0.875)
 
 
