@@ -18,8 +18,9 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
 
 
 def default_speculative_config() -> dict:
-    """The speculator `specdec serve` uses when none is given (one place, so it can be swapped)."""
-    return {"method": "ngram", "num_speculative_tokens": 4}
+    """The speculator `specdec serve` uses when none is given: the engine's default (one source of truth)."""
+    from specdec.speculative import DEFAULT_SPECULATIVE_CONFIG
+    return dict(DEFAULT_SPECULATIVE_CONFIG)
 
 
 def _add_serve_args(p: argparse.ArgumentParser) -> None:
