@@ -139,7 +139,9 @@ def sampling_params(req: SamplingFields, prompt_len: int, max_model_len: int, vo
         try:
             out.append(SamplingParams(seed=seed, **base))
         except ValueError as e:
-            raise bad_request(str(e)) from e
+            # SamplingParams' messages start with the field's name; blame it when it is a request field
+            field = str(e).split(" ", 1)[0]
+            raise bad_request(str(e), field if field in type(req).model_fields else None) from e
     return out
 
 

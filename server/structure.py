@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
 from grammar.spec import spec_from_fields
@@ -20,6 +21,8 @@ from server.errors import bad_request
 from server.protocol import ChatCompletionRequest, CompletionRequest
 from server.settings import ServerSettings
 from specdec.sampling_params import SamplingParams
+
+logger = logging.getLogger(__name__)
 
 
 def structure_fields(req: ChatCompletionRequest | CompletionRequest, settings: ServerSettings) -> dict[str, Any]:
@@ -93,7 +96,14 @@ async def check_compiles(engine, params: SamplingParams, param: str) -> None:
     try:
         await asyncio.to_thread(prepare, params)
     except ValueError as e:
-        raise bad_request(str(e), param, "invalid_grammar") from e
+        message = str(e)
+        if param == "tools":      # the structural tag is ours; the client wrote the parameters
+            message = message.replace("structural_tag does not compile", "the tools' parameters do not compile")
+        raise bad_request(message, param, "invalid_grammar") from e
+    except Exception as e:   # xgrammar failing some other way on this input: still the request's fault
+        logger.warning("grammar compile failed unexpectedly: %r", e)
+        raise bad_request(f"the grammar could not be compiled: {type(e).__name__}: {e}", param,
+                          "invalid_grammar") from e
 
 
 def grammar_param(req: ChatCompletionRequest | CompletionRequest) -> str:
