@@ -58,7 +58,8 @@ def merge_deltas(deltas: list[dict]) -> list[dict]:
         if prev is not None and "tool_calls" in prev and len(calls) == 1 and set(calls[0]) == {"index", "function"}:
             last = prev["tool_calls"][-1]
             if last["index"] == calls[0]["index"] and set(calls[0]["function"]) == {"arguments"}:
-                last["function"]["arguments"] = last["function"].get("arguments", "") + calls[0]["function"]["arguments"]
+                fn = last["function"]
+                fn["arguments"] = fn.get("arguments", "") + calls[0]["function"]["arguments"]
                 continue
         out.append({"tool_calls": calls})
     return out
