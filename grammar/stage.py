@@ -10,6 +10,7 @@ Counts (pruned / forced draft tokens, grammar CPU time) go to SpecMetrics.
 """
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import Future
 
@@ -31,6 +32,7 @@ class GrammarStage:
         self.vocab_size = vocab_size
         self.metrics = metrics
         self._cache: GrammarCache | None = None
+        self._cache_lock = threading.Lock()   # the server compiles from a worker thread too
         self.aware_drafting = True          # False: drafts verified as proposed (benchmark baseline)
         self.compiling: dict[str, tuple[Request, Future, float]] = {}   # request id -> (req, future, t0)
 
@@ -38,7 +40,9 @@ class GrammarStage:
     def cache(self) -> GrammarCache:
         """Built on first use: a TokenizerInfo scan of the vocabulary costs ~0.1 s."""
         if self._cache is None:
-            self._cache = GrammarCache(self.tokenizer, self.vocab_size)
+            with self._cache_lock:
+                if self._cache is None:
+                    self._cache = GrammarCache(self.tokenizer, self.vocab_size)
         return self._cache
 
     # ---- requests ------------------------------------------------------------------------

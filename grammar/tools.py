@@ -10,6 +10,7 @@ has one, else a default Hermes-style system block (`<tool_call>{...}</tool_call>
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import xgrammar as xgr
@@ -82,6 +83,24 @@ def tool_structural_tag(tools: list[dict], tool_choice: str | dict, parallel_too
     except Exception as e:   # pydantic validation errors and xgrammar's ValueErrors alike
         raise ValueError(f"tools / tool_choice rejected: {e}") from None
     return json.loads(tag.model_dump_json())
+
+
+def tool_params(params, tools: Any, tool_choice: Any, parallel_tool_calls: bool,
+                tool_call_parser: str | None, chat_template: str | None):
+    """`params` (a SamplingParams) plus the tool-call grammar and parser; a new object, `params`
+    is not mutated. The format is `tool_call_parser` if given, else the chat template's.
+
+    Raises ValueError for malformed tools, an unknown tool name in `tool_choice`, or a second
+    grammar (response_format / regex / ebnf / structural_tag) beside a constraining tool_choice.
+    """
+    tools = validate_tools(tools)
+    tool_choice = validate_tool_choice(tool_choice, tools)
+    fmt = tool_call_parser or parser_for_template(chat_template)
+    tag = tool_structural_tag(tools, tool_choice, parallel_tool_calls, fmt)
+    if tag is not None and params.grammar_spec() is not None:
+        raise ValueError("tools with tool_choice other than 'none' cannot be combined with "
+                         "response_format / regex / ebnf / structural_tag")
+    return replace(params, structural_tag=tag, tool_call_parser=None if tool_choice == "none" else fmt)
 
 
 def render_with_tools(tokenizer, conversation: list[dict], tools: list[dict],

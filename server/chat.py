@@ -6,12 +6,14 @@ from typing import AsyncIterator
 
 from server.convert import chat_logprobs as requested_logprobs
 from server.convert import chat_prompt, check_model, reject_unsupported, sampling_params
+from server.deltas import ChoiceDeltas
 from server.errors import bad_request, error_body
 from server.generation import Generation, GenerationFailed
 from server.protocol import (AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletionChunk,
                              ChatCompletionRequest, ChatCompletionResponse, DeltaMessage)
 from server.responses import chat_logprobs, spec_trace, timings, usage
 from server.state import ServerState
+from server.structure import check_compiles, check_tools, grammar_param, structure_fields, with_tools
 
 
 async def start_chat(state: ServerState, req: ChatCompletionRequest) -> Generation:
@@ -21,9 +23,13 @@ async def start_chat(state: ServerState, req: ChatCompletionRequest) -> Generati
     if req.stream_options is not None and not req.stream:
         raise bad_request("stream_options needs stream: true", "stream_options")
     logprobs = requested_logprobs(req)
-    prompt = chat_prompt(state.tokenizer, req.messages)
+    fields = structure_fields(req, state.settings)
+    tools = check_tools(req, state.settings)
+    prompt = chat_prompt(state.tokenizer, req.messages, tools)
     params = sampling_params(req, len(prompt.token_ids), state.max_model_len, state.vocab_size,
-                             state.settings, logprobs)
+                             state.settings, logprobs, fields)
+    params = with_tools(params, req, tools, state.tokenizer, state.settings)
+    await check_compiles(state.engine.engine, params[0], grammar_param(req))   # all choices share it
     return await Generation.start(state, "chatcmpl", [prompt], [params])
 
 
@@ -34,8 +40,10 @@ async def chat_response(gen: Generation, req: ChatCompletionRequest) -> ChatComp
     for i, out in enumerate(outs):
         c = out.outputs[0]
         lp = chat_logprobs(c.logprobs, text) if req.logprobs and c.logprobs is not None else None
-        choices.append(ChatChoice(index=i, message=AssistantMessage(content=c.text), logprobs=lp,
-                                  finish_reason=c.finish_reason))
+        # OpenAI: content is null when the answer is only tool calls
+        content = None if c.tool_calls and not c.text else c.text
+        message = AssistantMessage(content=content, reasoning_content=c.reasoning_content, tool_calls=c.tool_calls)
+        choices.append(ChatChoice(index=i, message=message, logprobs=lp, finish_reason=c.finish_reason))
     completion = sum(len(o.outputs[0].token_ids) for o in outs)
     return ChatCompletionResponse(id=gen.response_id, created=gen.created, model=gen.state.settings.served_model_name,
                                   choices=choices, usage=usage(len(gen.prompts[0].token_ids), completion),
@@ -54,19 +62,31 @@ async def chat_stream(gen: Generation, req: ChatCompletionRequest) -> AsyncItera
         return ChatCompletionChunk(id=gen.response_id, created=gen.created, model=model, choices=choices,
                                    **extra).model_dump_json(exclude_none=True)
 
+    parsers: dict[int, ChoiceDeltas] = {}
+    held_logprobs: dict[int, list] = {}     # logprobs of tokens whose text a parser still holds back
     try:
         for i in range(gen.num_choices):
             yield chunk([ChatChunkChoice(index=i, delta=DeltaMessage(role="assistant", content=""))])
         async for index, item in gen.items():
             out = item.output
             c = out.outputs[0]
+            parser = parsers.get(index)
+            if parser is None:
+                parser = parsers[index] = ChoiceDeltas(gen.params[index], out.request_id)
+            deltas = parser.feed(c.delta_text, out.finished)
             trace = spec_trace(c.spec_steps, text) if include_trace else None
-            if not c.delta_text and not out.finished and not trace:
-                continue                       # nothing to show yet (e.g. text held back for a stop string)
-            lp = chat_logprobs(item.delta_logprobs, text) if req.logprobs and item.delta_logprobs else None
-            choice = ChatChunkChoice(index=index, delta=DeltaMessage(content=c.delta_text), logprobs=lp,
-                                     finish_reason=c.finish_reason if out.finished else None)
-            yield chunk([choice], spec_trace=trace, timings=timings([out]) if out.finished else None)
+            lps = held_logprobs.pop(index, []) + list(item.delta_logprobs or [])
+            if not deltas and not out.finished and not trace:
+                held_logprobs[index] = lps     # nothing to show yet (text held back for a stop string / marker)
+                continue
+            lp = chat_logprobs(lps, text) if req.logprobs and lps else None
+            deltas = deltas or [{"content": ""}]
+            for k, d in enumerate(deltas):
+                first, last = k == 0, k == len(deltas) - 1
+                choice = ChatChunkChoice(index=index, delta=DeltaMessage(**d), logprobs=lp if first else None,
+                                         finish_reason=c.finish_reason if out.finished and last else None)
+                yield chunk([choice], spec_trace=trace if first else None,
+                            timings=timings([out]) if out.finished and last else None)
         if include_usage:
             outs = list(gen.final.values())
             completion = sum(len(o.outputs[0].token_ids) for o in outs)

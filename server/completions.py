@@ -10,6 +10,7 @@ from server.generation import Generation, GenerationFailed
 from server.protocol import CompletionChoice, CompletionRequest, CompletionResponse
 from server.responses import completion_logprobs, spec_trace, timings, usage
 from server.state import ServerState
+from server.structure import check_compiles, grammar_param, structure_fields
 
 
 async def start_completion(state: ServerState, req: CompletionRequest) -> Generation:
@@ -19,11 +20,13 @@ async def start_completion(state: ServerState, req: CompletionRequest) -> Genera
         raise bad_request("stream_options needs stream: true", "stream_options")
     if req.echo and req.stream:
         raise bad_request("echo is not supported with stream: true", "echo")
+    fields = structure_fields(req, state.settings)
     prompts = completion_prompts(state.tokenizer, req.prompt, state.vocab_size)
     if len(prompts) * req.n > state.settings.max_n * 4:
         raise bad_request(f"at most {state.settings.max_n * 4} choices (prompts x n) per request", "prompt")
     params = [sampling_params(req, len(p.token_ids), state.max_model_len, state.vocab_size, state.settings,
-                              req.logprobs) for p in prompts]
+                              req.logprobs, fields) for p in prompts]
+    await check_compiles(state.engine.engine, params[0][0], grammar_param(req))
     return await Generation.start(state, "cmpl", prompts, params)
 
 

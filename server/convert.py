@@ -1,19 +1,18 @@
 """Request -> engine input: the prompt (chat template) and one SamplingParams per choice.
 
-This is the one seam between the wire format and the engine. Structured
-output and tools plug in here: `reject_unsupported` is the single place that
-refuses them until grammar/ is wired; `chat_prompt` is where tools reach the
-chat template; `sampling_params` is where response_format reaches SamplingParams.
+This is the one seam between the wire format and the engine: `chat_prompt` is
+where tools reach the chat template, `sampling_params` is where the grammar
+fields (server/structure.py) reach SamplingParams.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from server.errors import ServerError, bad_request
 from server.protocol import ChatCompletionRequest, ChatMessage, CompletionRequest, SamplingFields
 from server.settings import ServerSettings
+from server.structure import tools_prompt
 from specdec.sampling_params import SamplingParams
 
 LOGIT_BIAS_LIMIT = 100.0
@@ -31,45 +30,9 @@ def check_model(model: str | None, settings: ServerSettings) -> None:
 
 
 def reject_unsupported(req: ChatCompletionRequest | CompletionRequest, settings: ServerSettings) -> None:
-    """Everything this server cannot honour yet, refused in one place (400, never ignored)."""
-    rf = req.response_format
-    if rf is not None and rf.json_schema is not None and rf.json_schema.schema_ is not None:
-        check_schema_limits(rf.json_schema.schema_, "response_format.json_schema.schema", settings)
-    tools = getattr(req, "tools", None)
-    for i, tool in enumerate(tools or []):
-        if tool.function.parameters is not None:
-            check_schema_limits(tool.function.parameters, f"tools.{i}.function.parameters", settings)
-    if rf is not None and rf.type != "text":
-        raise bad_request(f"response_format type {rf.type!r} is not supported yet", "response_format",
-                          "unsupported")
-    if tools:
-        raise bad_request("tools are not supported yet", "tools", "unsupported")
-    choice = getattr(req, "tool_choice", None)
-    if choice not in (None, "none", "auto"):
-        raise bad_request("tool_choice needs `tools`", "tool_choice")
+    """What this server cannot honour, refused in one place (400, never ignored)."""
     if isinstance(req, CompletionRequest) and req.suffix:
         raise bad_request("suffix (fill-in-the-middle) is not supported", "suffix", "unsupported")
-
-
-def check_schema_limits(schema: Any, param: str, settings: ServerSettings) -> None:
-    size = len(json.dumps(schema))
-    if size > settings.max_schema_bytes:
-        raise bad_request(f"schema is {size} bytes; the limit is {settings.max_schema_bytes}", param)
-    if _depth(schema) > settings.max_schema_depth:
-        raise bad_request(f"schema nests deeper than {settings.max_schema_depth} levels", param)
-
-
-def _depth(obj: Any) -> int:
-    # iterative, so a hostile schema cannot hit Python's recursion limit here
-    best, stack = 0, [(obj, 1)]
-    while stack:
-        node, d = stack.pop()
-        best = max(best, d)
-        if isinstance(node, dict):
-            stack += [(v, d + 1) for v in node.values()]
-        elif isinstance(node, list):
-            stack += [(v, d + 1) for v in node]
-    return best
 
 
 # ---- prompts ---------------------------------------------------------------------
@@ -93,10 +56,14 @@ def message_dicts(messages: list[ChatMessage]) -> list[dict[str, Any]]:
     return out
 
 
-def chat_prompt(tokenizer, messages: list[ChatMessage]) -> EnginePrompt:
-    """The same template call as LLM.apply_chat_template, so server text == LLM.chat text."""
+def chat_prompt(tokenizer, messages: list[ChatMessage], tools: list[dict] | None = None) -> EnginePrompt:
+    """The same template call as LLM.apply_chat_template (LLM.chat with tools: render_with_tools),
+    so server text == LLM.chat text."""
     if tokenizer.chat_template is None:
         raise bad_request("this model has no chat template; use /v1/completions", "messages")
+    if tools is not None:
+        text = tools_prompt(tokenizer, message_dicts(messages), tools)
+        return EnginePrompt(text, tokenizer.encode(text, add_special_tokens=False))
     try:
         text = tokenizer.apply_chat_template(message_dicts(messages), tokenize=False,
                                              add_generation_prompt=True)
@@ -131,8 +98,10 @@ def completion_prompts(tokenizer, prompt, vocab_size: int) -> list[EnginePrompt]
 
 # ---- sampling --------------------------------------------------------------------
 def sampling_params(req: SamplingFields, prompt_len: int, max_model_len: int, vocab_size: int,
-                    settings: ServerSettings, logprobs: int | None) -> list[SamplingParams]:
-    """One SamplingParams per choice (n), validated against the limits and the context."""
+                    settings: ServerSettings, logprobs: int | None,
+                    grammar_fields: dict[str, Any] | None = None) -> list[SamplingParams]:
+    """One SamplingParams per choice (n), validated against the limits and the context.
+    grammar_fields: response_format / reasoning_parser (server/structure.py), passed through."""
     if req.n > settings.max_n:
         raise bad_request(f"n must be <= {settings.max_n}, got {req.n}", "n")
     room = max_model_len - prompt_len
@@ -162,7 +131,7 @@ def sampling_params(req: SamplingFields, prompt_len: int, max_model_len: int, vo
         frequency_penalty=req.frequency_penalty or 0.0,
         repetition_penalty=1.0 if req.repetition_penalty is None else req.repetition_penalty,
         logit_bias=bias, stop=stop, ignore_eos=req.ignore_eos, logprobs=logprobs,
-        num_speculative_tokens=req.num_speculative_tokens)
+        num_speculative_tokens=req.num_speculative_tokens, **(grammar_fields or {}))
     out = []
     for i in range(req.n):
         # n choices from one seed must differ, and stay reproducible
@@ -170,7 +139,9 @@ def sampling_params(req: SamplingFields, prompt_len: int, max_model_len: int, vo
         try:
             out.append(SamplingParams(seed=seed, **base))
         except ValueError as e:
-            raise bad_request(str(e)) from e
+            # SamplingParams' messages start with the field's name; blame it when it is a request field
+            field = str(e).split(" ", 1)[0]
+            raise bad_request(str(e), field if field in type(req).model_fields else None) from e
     return out
 
 

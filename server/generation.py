@@ -39,6 +39,7 @@ class Generation:
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     choice_of: dict[str, int] = field(default_factory=dict)   # engine request id -> choice index
     final: dict[int, RequestOutput] = field(default_factory=dict)
+    params: list[SamplingParams] = field(default_factory=list)   # per choice index
     closed: bool = False
 
     @classmethod
@@ -55,6 +56,7 @@ class Generation:
                 for sp in ps:
                     rid = f"{gen.response_id}-{index}"
                     gen.choice_of[rid] = index
+                    gen.params.append(sp)
                     await state.engine.add(rid, prompt.token_ids, sp, prompt.text, gen.queue)
                     index += 1
         except ValueError as e:

@@ -82,9 +82,12 @@ class _EngineCollector:
                 ("spec_decode_num_draft_tokens", sm.num_drafted, "Draft tokens verified"),
                 ("spec_decode_num_accepted_tokens", sm.num_accepted, "Draft tokens accepted"),
                 ("spec_decode_num_emitted_tokens", sm.num_emitted, "Tokens emitted by those steps (accepted + bonus)"),
-                # set by grammar-aware proposers: drafts the grammar forced (free, always accepted)
-                ("spec_decode_num_grammar_forced_tokens", getattr(sm, "num_grammar_forced", 0),
-                 "Draft tokens forced by the grammar")):
+                # grammar-aware drafting (docs/grammar.md): forced continuations added as drafts,
+                # and proposed drafts dropped because the grammar rejects them
+                ("spec_decode_num_grammar_forced_tokens", sm.num_grammar_forced,
+                 "Draft tokens forced by the grammar (jump-forward, verified like any draft)"),
+                ("spec_decode_num_grammar_pruned_tokens", sm.num_grammar_pruned,
+                 "Draft tokens removed because the grammar rejects them")):
             c = CounterMetricFamily(f"specdec:{metric}", doc, labels=["model_name"])
             c.add_metric(name, value)
             yield c

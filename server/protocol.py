@@ -109,6 +109,9 @@ class ChatCompletionRequest(SamplingFields):
     tools: list[Tool] | None = None
     tool_choice: Union[Literal["none", "auto", "required"], NamedToolChoice, None] = None
     parallel_tool_calls: bool | None = None
+    # specdec / vLLM-style extensions; None = the server's --reasoning-parser / --tool-call-parser
+    reasoning_parser: Literal["deepseek_r1", "qwen3", "none"] | None = None
+    tool_call_parser: Literal["hermes", "llama3"] | None = None
 
 
 class CompletionRequest(SamplingFields):

@@ -17,6 +17,8 @@ class ServerSettings:
     max_schema_depth: int = 32            # JSON schema nesting
     max_pending_requests: int = 256       # engine requests queued or running; beyond this, 503
     shutdown_timeout: float = 30.0        # SIGTERM: seconds in-flight requests may take to finish
+    reasoning_parser: str | None = None   # chat default: "deepseek_r1" | "qwen3" splits <think> text off
+    tool_call_parser: str | None = None   # "hermes" | "llama3"; None = from the chat template
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1024:
@@ -25,3 +27,7 @@ class ServerSettings:
             raise ValueError("max_n and max_pending_requests must be >= 1")
         if self.shutdown_timeout < 0:
             raise ValueError("shutdown_timeout must be >= 0")
+        if self.reasoning_parser not in (None, "deepseek_r1", "qwen3"):
+            raise ValueError(f"reasoning_parser must be 'deepseek_r1', 'qwen3' or None, got {self.reasoning_parser!r}")
+        if self.tool_call_parser not in (None, "hermes", "llama3"):
+            raise ValueError(f"tool_call_parser must be 'hermes', 'llama3' or None, got {self.tool_call_parser!r}")

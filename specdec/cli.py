@@ -18,8 +18,9 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
 
 
 def default_speculative_config() -> dict:
-    """The speculator `specdec serve` uses when none is given (one place, so it can be swapped)."""
-    return {"method": "ngram", "num_speculative_tokens": 4}
+    """The speculator `specdec serve` uses when none is given: the engine's default (one source of truth)."""
+    from specdec.speculative import DEFAULT_SPECULATIVE_CONFIG
+    return dict(DEFAULT_SPECULATIVE_CONFIG)
 
 
 def _add_serve_args(p: argparse.ArgumentParser) -> None:
@@ -45,6 +46,10 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
                    help="max_tokens when a request gives none (default: the rest of the context)")
     p.add_argument("--max-n", type=int, default=8, help="choices per request")
     p.add_argument("--max-body-bytes", type=int, default=4 * 2**20, help="larger request bodies get 413")
+    p.add_argument("--reasoning-parser", default=None, choices=["deepseek_r1", "qwen3"],
+                   help="chat: text up to </think> goes to reasoning_content (a request may override it)")
+    p.add_argument("--tool-call-parser", default=None, choices=["hermes", "llama3"],
+                   help="tool-call format (default: read from the model's chat template, else hermes)")
     p.add_argument("--log-level", default="info")
 
 
@@ -62,7 +67,8 @@ def cmd_serve(a) -> int:
     settings = ServerSettings(served_model_name=name, api_key=a.api_key, max_body_bytes=a.max_body_bytes,
                               max_tokens_limit=a.max_tokens_limit, default_max_tokens=a.default_max_tokens,
                               max_n=a.max_n, max_pending_requests=a.max_pending_requests,
-                              shutdown_timeout=a.shutdown_timeout)
+                              shutdown_timeout=a.shutdown_timeout, reasoning_parser=a.reasoning_parser,
+                              tool_call_parser=a.tool_call_parser)
     config = EngineConfig(model=model or bundled_model_path(), dtype=a.dtype, speculative_config=spec,
                           max_num_seqs=a.max_num_seqs, max_num_batched_tokens=a.max_num_batched_tokens,
                           max_model_len=a.max_model_len, kv_cache_memory=a.kv_cache_memory_mb * 2**20,

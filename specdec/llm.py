@@ -91,18 +91,9 @@ class LLM:
                     parallel_tool_calls: bool = True, tool_call_parser: str | None = None) -> SamplingParams:
         """`params` plus the tool-call grammar and parser for these tools (the server uses this too).
         Raises ValueError for malformed tools, an unknown tool name, or a second grammar."""
-        from dataclasses import replace
-
-        from grammar.tools import (parser_for_template, tool_structural_tag, validate_tool_choice,
-                                   validate_tools)
-        tools = validate_tools(tools)
-        tool_choice = validate_tool_choice(tool_choice, tools)
-        fmt = tool_call_parser or parser_for_template(self.tokenizer.chat_template)
-        tag = tool_structural_tag(tools, tool_choice, parallel_tool_calls, fmt)
-        if tag is not None and params.grammar_spec() is not None:
-            raise ValueError("tools with tool_choice other than 'none' cannot be combined with "
-                             "response_format / regex / ebnf / structural_tag")
-        return replace(params, structural_tag=tag, tool_call_parser=None if tool_choice == "none" else fmt)
+        from grammar.tools import tool_params
+        return tool_params(params, tools, tool_choice, parallel_tool_calls, tool_call_parser,
+                           self.tokenizer.chat_template)
 
     def apply_chat_template(self, conversation: Conversation, add_generation_prompt: bool = True) -> str:
         """Validate and normalise the messages (specdec/chat_messages.py), then render the template."""

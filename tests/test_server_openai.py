@@ -126,7 +126,8 @@ def test_bad_requests_have_status_and_openai_shape(client, server):
         (openai.BadRequestError, 400, dict(n=100), "n"),
         (openai.BadRequestError, 400, dict(top_logprobs=2), "top_logprobs"),
         (openai.BadRequestError, 400, dict(logit_bias={"99999999": 1}), "logit_bias"),
-        (openai.BadRequestError, 400, dict(response_format={"type": "json_object"}), "response_format"),
+        (openai.BadRequestError, 400, dict(response_format={"type": "json_schema", "json_schema": {
+            "name": "x", "schema": {"type": "nonsense"}}}), "response_format"),
     ]
     for exc, status, kw, param in cases:
         for stream in (False, True):       # errors come before any SSE header, so streams raise too

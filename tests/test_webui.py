@@ -108,3 +108,24 @@ def test_bad_schema_and_server_errors_show_in_the_page(page, server):
     error = page.locator(".msg.assistant .error").last.text_content()
     assert "400" in error and f"max_tokens must be <= {MAX_TOKENS_LIMIT}" in error
     assert page.text_content("#status") == "error"
+
+
+def test_json_schema_in_the_page_gives_a_json_answer(page, server):
+    import json
+
+    import jsonschema
+    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 16},
+                                               "population": {"type": "integer"}},
+              "required": ["city", "population"], "additionalProperties": False}
+    page.click("#clear")
+    page.fill("#max-tokens", "40")
+    page.fill("#temperature", "0")
+    page.fill("#schema", json.dumps(schema))
+    try:
+        ask(page, "Give the largest city of Japan and its population.")
+        page.wait_for_selector(".msg.assistant[data-done]", timeout=120_000)
+    finally:
+        page.fill("#schema", "")
+    msg = page.locator(".msg.assistant").last
+    assert msg.locator(".error").count() == 0
+    jsonschema.validate(json.loads(answer_text(msg)), schema)
