@@ -86,3 +86,19 @@ def test_quant_embedding_dequantizes_rows_exactly():
     emb = QuantEmbedding(QWeight(8, qw.q, qw.scale, None, 64), torch.float32)
     ids = torch.tensor([3, 99, 3, 0])
     torch.testing.assert_close(emb(ids), qw.dequantize()[ids], rtol=0, atol=0)
+
+
+def test_q8_0_split_into_two_int4_halves_is_exact_in_the_weights():
+    """Int8SplitLinear keeps GGUF Q8_0 per-block scales: its product equals x @ W^T of the exact
+    dequantized weight up to bf16 rounding of x and of each half's output, and is row-invariant."""
+    from gguf.quants import quantize as gq
+    from specdec.models.quant import Int8SplitLinear
+    w = (torch.randn(256, 128) * 0.05).numpy()
+    qw = from_gguf_blocks(gq(w, GGMLQuantizationType.Q8_0), "Q8_0", (256, 128))
+    lin = make_linear([qw], None, "auto", torch.float32)
+    assert isinstance(lin, Int8SplitLinear)
+    x = torch.randn(7, 128).to(torch.bfloat16).float()        # bf16-representable input
+    ref = x @ qw.dequantize().t()
+    assert (lin(x) - ref).abs().max() < 0.01 * ref.abs().max()
+    alone = torch.cat([lin(x[i:i + 1]) for i in range(7)])
+    assert torch.equal(lin(x), alone)
