@@ -67,6 +67,23 @@ def _git_commit() -> str | None:
         return None
 
 
+def _llamacpp_build() -> str | None:
+    """Which build of llama.cpp the llama.cpp rows ran (written by evals/install_llamacpp.sh:
+    native ISA, or explicit flags without AMX on CPUs where the native build crashes)."""
+    path = Path(__file__).resolve().parent / ".llamacpp_build"
+    return path.read_text().strip() if path.exists() else None
+
+
+def _cpu_flags() -> str:
+    """The ISA extensions that decide kernel choices here (bf16 / VNNI / AMX)."""
+    try:
+        flags = set(open("/proc/cpuinfo").read().split("flags", 1)[1].split("\n", 1)[0].split())
+    except (OSError, IndexError):
+        return "?"
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8")
+    return " ".join(f for f in wanted if f in flags)
+
+
 def machine_info(settings: dict) -> dict:
     """The machine, software and run settings, recorded beside every number."""
     import torch
@@ -83,6 +100,8 @@ def machine_info(settings: dict) -> dict:
         "torch": torch.__version__,
         "transformers": _version("transformers"),
         "llama_cpp_python": _version("llama_cpp_python"),
+        "llama_cpp_build": _llamacpp_build(),
+        "cpu_flags_of_note": _cpu_flags(),
         "specdec_commit": _git_commit(),
         **settings,
     }

@@ -266,7 +266,7 @@ class LLMEngine:
                 if p.is_greedy:
                     if p.has_penalties or p.logit_bias:
                         rows = apply_penalties_and_bias(rows.clone(), ctx)
-                    check_finite_mass(rows)
+                    check_finite_mass(rows, num_rows_needing_mass=1)   # see check_finite_mass
                     results[b] = verify_greedy(tree, rows.argmax(-1).tolist())
                 else:
                     probs = target_probs(rows, ctx)

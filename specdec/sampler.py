@@ -23,15 +23,20 @@ class NoValidTokenError(ValueError):
     """A row's distribution has no finite mass: the request cannot go on (its error, not the engine's)."""
 
 
-def check_finite_mass(logits: torch.Tensor) -> None:
-    """logits: (N, V) after bias / penalties / grammar mask. Every row must leave a token to
-    pick: no NaN, no +inf, and at least one finite value. Raises NoValidTokenError."""
+def check_finite_mass(logits: torch.Tensor, num_rows_needing_mass: int | None = None) -> None:
+    """logits: (N, V) after bias / penalties / grammar mask. No row may hold NaN or +inf, and the
+    first `num_rows_needing_mass` rows (all by default) must leave a token to pick (at least one
+    finite value). Raises NoValidTokenError.
+
+    In a draft tree only the root's row is sure to be used: a node whose token the grammar
+    rejects gets an all -inf row, but it is never accepted (its parent's row masks its token),
+    so the verifier passes 1 there."""
     # one reduction instead of three full passes: max is NaN if any entry is NaN, +inf if any
     # is +inf, and -inf only when the whole row is -inf
     row_max = logits.amax(dim=-1)
     if bool(torch.isnan(row_max).any()) or bool((row_max == float("inf")).any()):
         raise NoValidTokenError("the logits contain NaN or +inf")
-    if bool((row_max == float("-inf")).any()):
+    if bool((row_max[:num_rows_needing_mass] == float("-inf")).any()):
         raise NoValidTokenError("no token is allowed: every logit is -inf "
                                 "(logit_bias or the grammar mask excludes the whole vocabulary)")
 
@@ -113,9 +118,21 @@ def sample(probs: torch.Tensor, generator: torch.Generator | None) -> int:
 
 
 def target_probs(logits: torch.Tensor, rows: list[RowContext]) -> torch.Tensor:
-    """(N, V) raw logits -> (N, V) target distributions after every sampling setting."""
+    """(N, V) raw logits -> (N, V) target distributions after every sampling setting.
+
+    Row 0 (a tree's root, always used) must have mass, else NoValidTokenError. A later row
+    without mass (a draft node the grammar rejects: never accepted, so never sampled from)
+    comes back all zero."""
     processed = apply_penalties_and_bias(logits.float().clone(), rows)
-    return torch.stack([probs_from_logits(processed[i], row.params) for i, row in enumerate(rows)])
+    out = []
+    for i, row in enumerate(rows):
+        try:
+            out.append(probs_from_logits(processed[i], row.params))
+        except NoValidTokenError:
+            if i == 0:
+                raise
+            out.append(torch.zeros_like(processed[i]))
+    return torch.stack(out)
 
 
 def make_logprob(raw_logits: torch.Tensor, token_id: int, num_top: int) -> Logprob:

@@ -286,3 +286,21 @@ def test_sampled_logprobs_are_consistent(tiny_llm):
             assert lp.top[lp.token_id] == pytest.approx(lp.logprob)
         else:
             assert lp.logprob <= values[-1] + 1e-6
+
+
+def test_a_tree_row_the_grammar_rejects_everywhere_is_not_an_error():
+    """A draft node whose token the grammar rejects gets an all -inf row; only the root's row is
+    sure to be used, so only it must have mass (the node can never be accepted)."""
+    import pytest
+    from specdec.sampler import NoValidTokenError, RowContext, check_finite_mass, target_probs
+    from specdec.sampling_params import SamplingParams
+    inf = float("inf")
+    rows = torch.tensor([[0.0, 1.0, -inf], [-inf, -inf, -inf]])
+    check_finite_mass(rows, num_rows_needing_mass=1)
+    with pytest.raises(NoValidTokenError):
+        check_finite_mass(rows)
+    ctx = [RowContext(SamplingParams(temperature=1.0), [1], [], None)] * 2
+    probs = target_probs(rows, ctx)
+    assert probs[1].sum() == 0 and abs(float(probs[0].sum()) - 1) < 1e-6
+    with pytest.raises(NoValidTokenError):
+        target_probs(rows.flip(0), ctx)
