@@ -114,13 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     from specdec import LLM
     if a.threads:
         torch.set_num_threads(a.threads)
-    plain_llm = LLM(dtype=a.dtype)
+    plain_llm = LLM(dtype=a.dtype, num_threads=a.threads)
     prompts = load_prompts(plain_llm, a.num_prompts)
     results: dict[str, dict] = {}
     run_specdec(plain_llm, prompts[:1], a.max_tokens)               # warm-up
     results["specdec plain"] = run_specdec(plain_llm, prompts, a.max_tokens)
     del plain_llm
-    spec_llm = LLM(dtype=a.dtype, speculative_config=NGRAM)
+    spec_llm = LLM(dtype=a.dtype, speculative_config=NGRAM, num_threads=a.threads)
     run_specdec(spec_llm, prompts[:1], a.max_tokens)
     spec_llm.engine.grammar.aware_drafting = False
     results["specdec ngram"] = run_specdec(spec_llm, prompts, a.max_tokens)

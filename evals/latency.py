@@ -83,18 +83,25 @@ def main(argv: list[str] | None = None) -> int:
                    help="stop rows at EOS instead of a fixed length (rows may then differ in length)")
     p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES,
                    help="which systems to run (default all)")
+    p.add_argument("--speculators", nargs="+", metavar="PREFIX",
+                   help="only the specdec speculators whose name starts with one of these (default all)")
+    p.add_argument("--hf-plain-only", action="store_true",
+                   help="HF generate only, without its assisted-generation rows")
     args = cli.finish_args(p.parse_args(argv))
     ignore_eos = not args.stop_at_eos
     s = cli.settings(args)
     tokenizer, prompt_ids, prompt_names = cli.prompt_sets(args, s.files)
 
     speculators, notes = resolve(args.draft_model)
+    if args.speculators:
+        speculators = [x for x in speculators if x.name.startswith(tuple(args.speculators))]
     specs = []
     if "specdec" in args.families:
         specs += specdec_specs(s, speculators)
     if "hf" in args.families:
         # HF's early-exit drafting runs ~7x slower than plain generate here: full runs only.
-        specs += hf_specs(s, tokenizer.eos_token_id, early_exit=not args.quick)
+        specs += hf_specs(s, tokenizer.eos_token_id, assisted=not args.hf_plain_only,
+                          early_exit=not args.quick)
     if "llama.cpp" in args.families:
         specs += llamacpp_specs(s)
     rows = run_rows(specs, prompt_ids, args.max_tokens, ignore_eos)

@@ -29,7 +29,10 @@ class SpecdecRunner:
     @classmethod
     def load(cls, name: str, model: str | None, dtype: str,
              speculative_config: dict | None) -> "SpecdecRunner":
+        import torch
+
         from specdec import LLM
+        # --threads pins the engine's thread count (its own default follows the machine's load).
         # No prefix cache: every prompt shares the chat template's system prompt,
         # and neither HF nor our llama.cpp runner reuses it, so a cached prefix
         # would make TTFT incomparable. Batch-1 TTFT here is a cold prefill.
@@ -38,7 +41,8 @@ class SpecdecRunner:
         # token against plain decoding at the same batch size (chunking depends on the budget
         # left over by lookahead slots otherwise; see docs/architecture.md, CPU fast path).
         return cls(name, LLM(model=model, dtype=dtype, speculative_config=speculative_config,
-                             enable_prefix_caching=False, max_num_batched_tokens=32768))
+                             enable_prefix_caching=False, max_num_batched_tokens=32768,
+                             num_threads=torch.get_num_threads()))
 
     def _params(self, max_tokens: int, ignore_eos: bool):
         from specdec import SamplingParams
