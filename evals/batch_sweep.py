@@ -83,12 +83,19 @@ def check(results: dict, plain: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = cli.parser(__doc__.splitlines()[0], quick=(0, 32), full=(0, 128))
     p.add_argument("--batches", type=int, nargs="+", default=list(BATCHES))
+    p.add_argument("--speculators", nargs="+", metavar="PREFIX",
+                   help="only the specdec speculators whose name starts with one of these (default all)")
+    p.add_argument("--no-hf", action="store_true", help="leave out the HF batched generate reference")
     args = cli.finish_args(p.parse_args(argv))
     s = cli.settings(args)
     tokenizer = load_hf_tokenizer(s.files)
     prompts = mixed_prompts(tokenizer, args.workloads, max(args.batches))
     speculators, notes = resolve(args.draft_model)
-    specs = specdec_specs(s, speculators) + hf_specs(s, tokenizer.eos_token_id, assisted=False)
+    if args.speculators:
+        speculators = [x for x in speculators if x.name.startswith(tuple(args.speculators))]
+    specs = specdec_specs(s, speculators)
+    if not args.no_hf:
+        specs += hf_specs(s, tokenizer.eos_token_id, assisted=False)
 
     results, status = sweep(specs, prompts, args.batches, args.max_tokens, notes), {}
     for spec in specs:

@@ -175,6 +175,7 @@ class LLMEngine:
             self.grammar.wait(0.05)
             return failed
         self._in_step = True
+        t0 = time.perf_counter()
         try:
             trees = self.propose(batch)
             masks = self.grammar.tree_masks(batch, trees)
@@ -186,6 +187,11 @@ class LLMEngine:
             outputs = failed + self.output_processor.emit(batch, trees, results, logits, inputs.cu_logits)
             for req in self.scheduler.update(batch):
                 self.requests.pop(req.request_id, None)
+            # the whole step's time, not only the forward's: drafting, masks and per-node
+            # verification also grow with the tokens drafted, and the policy must pay for them.
+            # Only decode / verify steps: a prefill chunk costs per token what they do not.
+            if all(sr.num_new_tokens == 1 for sr in batch.scheduled):
+                self.step_cost.observe(inputs.meta.num_tokens, time.perf_counter() - t0)
         except Exception as exc:        # the whole step failed (e.g. out of memory in the forward)
             outputs = failed + self._fail_step(batch, exc)
         finally:
@@ -213,13 +219,10 @@ class LLMEngine:
         return outputs
 
     def forward(self, inputs) -> torch.Tensor:
-        """The one target forward of the step; its time feeds the speculation cost model."""
+        """The one target forward of the step (on the thread count the machine's load allows)."""
         if self.threads is not None:
             self.threads.check()
-        t0 = time.perf_counter()
-        logits = self.runner.forward(inputs)
-        self.step_cost.observe(inputs.meta.num_tokens, time.perf_counter() - t0)
-        return logits
+        return self.runner.forward(inputs)
 
     def propose(self, batch: SchedulerOutput) -> list[DraftTree | None]:
         """A draft tree per request that samples this step (root only when not speculating)."""
@@ -403,7 +406,10 @@ class LLMEngine:
             req.num_computed_tokens = ctx - 1
             for tree in [DraftTree.root_only(0), DraftTree.chain(0, [0] * k)] * 2:
                 batch = SchedulerOutput([ScheduledRequest(req, 1, tree.num_nodes - 1)])
-                self.forward(build_step_inputs(batch, [tree], self.config.block_size, self.config.device))
+                inputs = build_step_inputs(batch, [tree], self.config.block_size, self.config.device)
+                t0 = time.perf_counter()
+                self.forward(inputs)
+                self.step_cost.observe(inputs.meta.num_tokens, time.perf_counter() - t0)
         finally:
             self.block_manager.free(req)
 

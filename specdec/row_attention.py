@@ -85,21 +85,19 @@ def row_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
     Hkv = k_cache.shape[2]
     G = Hq // Hkv
     S = rows.key_slots.shape[1]
-    flat_k = k_cache.view(-1, Hkv, D)
-    flat_v = v_cache.view(-1, Hkv, D)
-    keys = flat_k[rows.key_slots].float()                       # (R, S, Hkv, D)
-    values = flat_v[rows.key_slots].float()
+    # gather straight into (Hkv, R, S, D), contiguous: one copy, and the same memory layout for
+    # every R (a GEMM over a differently strided operand would round differently)
+    keys = k_cache.view(-1, Hkv, D).transpose(0, 1)[:, rows.key_slots].float()     # (Hkv, R, S, D)
+    values = v_cache.view(-1, Hkv, D).transpose(0, 1)[:, rows.key_slots].float()   # (Hkv, R, S, D)
     valid = rows.key_valid                                      # (R, 1, 1, S)
     # padding slots point at slot 0: finite data (the pool starts zeroed and only ever holds
     # finite K/V), so a masked position adds exactly probability 0 * value = 0
-    qh = q.float().contiguous().view(R * Hkv, G, D)                         # (R*Hkv, G, D)
-    # .contiguous(): with R = 1 the reshape would be a strided view, and a GEMM over a
-    # transposed operand rounds differently from one over a contiguous copy
-    kt = keys.permute(0, 2, 3, 1).contiguous().view(R * Hkv, D, S)           # (R*Hkv, D, S)
-    scores = torch.bmm(qh, kt).view(R, Hkv, G, S) * scale
-    scores = scores.masked_fill(~valid, float("-inf"))
+    qh = q.float().view(R, Hkv, G, D).transpose(0, 1).contiguous().view(Hkv * R, G, D)
+    kt = keys.view(Hkv * R, S, D).transpose(1, 2)                                  # (Hkv*R, D, S)
+    scores = torch.bmm(qh, kt).view(Hkv, R, G, S) * scale
+    scores = scores.masked_fill(~valid.view(1, R, 1, S), float("-inf"))
     probs = torch.exp(scores - scores.amax(-1, keepdim=True))               # masked -> exactly 0
-    probs = probs.view(R * Hkv, G, S)
-    vt = values.permute(0, 2, 1, 3).contiguous().view(R * Hkv, S, D)         # (R*Hkv, S, D)
-    out = torch.bmm(probs, vt)                                              # (R*Hkv, G, D)
-    return (out / probs.sum(-1, keepdim=True)).view(R, Hq, D).to(q.dtype)
+    probs = probs.view(Hkv * R, G, S)
+    out = torch.bmm(probs, values.view(Hkv * R, S, D))                      # (Hkv*R, G, D)
+    out = out / probs.sum(-1, keepdim=True)
+    return out.view(Hkv, R, G, D).transpose(0, 1).reshape(R, Hq, D).to(q.dtype)

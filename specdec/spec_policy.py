@@ -14,9 +14,10 @@ than plain decoding as far as the measured costs and acceptance say. A request t
 drafting probes again with one token every `probe_every` steps, so a context that starts
 repeating (and lets the n-gram drafter match) is noticed.
 
-`StepCost` is an online least-squares line through the measured forward times (exponential
-forgetting, so a machine that gets busy is followed), seeded by a two-forward calibration
-at engine start.
+`StepCost` is an online least-squares line through the measured step times (the whole step:
+drafting, grammar masks and per-node verification grow with the drafted tokens too; exponential
+forgetting, so a machine that gets busy is followed), seeded by a two-forward calibration at
+engine start.
 """
 from __future__ import annotations
 
