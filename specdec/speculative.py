@@ -4,7 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-METHODS = ("ngram", "draft_model")
+METHODS = ("ngram", "draft_model", "eagle")
+
+# eagle: children per frontier node (and frontier size) when no tree is given
+EAGLE_DEFAULT_TOPK = 3
 
 # What `specdec serve` and the benchmarks' "default" row speculate with when no config is
 # given: n-gram drafts over the prompt and output (no draft weights needed), depth chosen per
@@ -14,11 +17,13 @@ DEFAULT_SPECULATIVE_CONFIG = {"method": "ngram", "num_speculative_tokens": 4}
 
 @dataclass(slots=True)
 class SpeculativeConfig:
-    method: str                        # "ngram" | "draft_model"
+    method: str                        # "ngram" | "draft_model" | "eagle"
     num_speculative_tokens: int = 4    # tree depth K
-    model: str | None = None           # draft checkpoint (draft_model); None = the target's own file
+    model: str | None = None           # draft checkpoint (draft_model); None = the target's own file;
+                                       # eagle: head folder, None = the head shipped in drafts/weights/
     draft_num_layers: int | None = None  # keep only the first N layers of the draft (self-drafting)
-    tree_width: int = 1                # draft_model: frontier per depth; ngram: continuations (paths)
+    tree_width: int = 1                # draft_model: frontier per depth; ngram: continuations (paths);
+                                       # eagle: top-k per node and frontier per depth (default 3)
     tree_topk: int | None = None       # draft_model: children proposed per frontier node
     ngram_max: int = 4                 # ngram: longest suffix matched
     ngram_min: int = 2                 # ngram: shortest suffix matched (1-token matches are mostly noise)
@@ -37,6 +42,8 @@ class SpeculativeConfig:
         for alias, name in (("prompt_lookup_max", "ngram_max"), ("prompt_lookup_min", "ngram_min")):
             if alias in d:
                 d[name] = d.pop(alias)
+        if d.get("method") == "eagle":
+            d.setdefault("tree_width", EAGLE_DEFAULT_TOPK)
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown speculative_config keys {sorted(unknown)}")
