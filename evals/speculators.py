@@ -33,6 +33,8 @@ SPECULATORS = [
                {"method": "draft_model", "num_speculative_tokens": 3, "draft_num_layers": SELF_DRAFT_LAYERS,
                 "tree": {"width": 2, "topk": 2}}),
     Speculator("draft k=4", {"method": "draft_model", "model": DRAFT_MODEL, "num_speculative_tokens": 4}),
+    # the EAGLE head shipped in drafts/weights/ (dynamic tree: depth 4, top-3 per node)
+    Speculator("eagle tree 4x3", {"method": "eagle"}),
 ]
 
 

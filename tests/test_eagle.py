@@ -161,3 +161,42 @@ def test_eagle_config_errors(tmp_path):
     from specdec import LLM
     with pytest.raises(ValueError, match="config.json"):
         LLM(speculative_config={"method": "eagle", "model": str(tmp_path)})
+
+
+@pytest.fixture(scope="module")
+def tiny_head_dir(tmp_path_factory, tiny_llm):
+    """A random head shaped for the tiny test model (the engine plumbing, not acceptance)."""
+    mc = tiny_llm.engine.model_config
+    torch.manual_seed(1)
+    head = EagleHead(EagleConfig.for_target(mc, (0, 1), 512))
+    head.d2t.copy_(torch.arange(512) * 3)                # draft id i -> target id 4i
+    path = tmp_path_factory.mktemp("tiny-eagle")
+    save_head(head, path)
+    return str(path)
+
+
+def test_engine_eagle_greedy_equals_plain_and_frees_blocks(tiny_model_dir, tiny_llm, tiny_head_dir):
+    from specdec import LLM
+    llm = LLM(model=tiny_model_dir, dtype="float32", num_kv_blocks=256, max_num_batched_tokens=24,
+              speculative_config={"method": "eagle", "model": tiny_head_dir, "num_speculative_tokens": 3,
+                                  "adaptive": False})
+    params = SamplingParams(temperature=0.0, max_tokens=20)
+    prompts = [list(range(5, 45)), list(range(7, 19)), list(range(5, 45)) + [3, 4]]  # 3rd: prefix-cache hit
+    for p in prompts:   # one request at a time (prefill chunking otherwise depends on the batch)
+        want = tiny_llm.generate(prompt_token_ids=[p], sampling_params=params)[0].outputs[0].token_ids
+        got = llm.generate(prompt_token_ids=[p], sampling_params=params)[0].outputs[0].token_ids
+        assert got == want
+    m = llm.engine.spec_metrics
+    assert m.num_drafted > 0 and m.num_forwards > 0
+    # several requests at once, sampled: runs, finishes, frees everything
+    outs = llm.generate(prompt_token_ids=prompts, sampling_params=SamplingParams(temperature=1.0, max_tokens=16,
+                                                                                 seed=3))
+    assert all(len(o.outputs[0].token_ids) == 16 for o in outs)
+    bm = llm.engine.block_manager
+    assert bm.num_free_blocks == bm.num_blocks
+
+
+def test_eagle_head_for_another_target_is_refused(tiny_head_dir):
+    from specdec import LLM
+    with pytest.raises(ValueError, match="another target"):
+        LLM(speculative_config={"method": "eagle", "model": tiny_head_dir})
