@@ -289,7 +289,7 @@ class LLMEngine:
 
     # ---- speculation plumbing ---------------------------------------------------------
     def _uses_eagle(self) -> bool:
-        return self.spec_config is not None and self.spec_config.method == "eagle"
+        return self.spec_config is not None and self.spec_config.method in ("eagle", "hybrid")
 
     def _load_eagle(self):
         """The EAGLE head: its folder, or the one shipped for the bundled model; checked against
@@ -340,11 +340,15 @@ class LLMEngine:
         if sc.method == "ngram":
             from drafts.ngram import NgramProposer
             return NgramProposer(sc.num_speculative_tokens, sc.ngram_max, sc.ngram_min, sc.tree_width)
-        if sc.method == "eagle":
+        if sc.method in ("eagle", "hybrid"):
             from drafts.eagle import EagleProposer
-            return EagleProposer(self.eagle_head, self.model.embed_tokens, self.model.rope, self.pool.kv[-1],
-                                 self.config.block_size, self.attn, self.config.device,
-                                 sc.num_speculative_tokens, sc.tree_width)
+            eagle = EagleProposer(self.eagle_head, self.model.embed_tokens, self.model.rope, self.pool.kv[-1],
+                                  self.config.block_size, self.attn, self.config.device,
+                                  sc.num_speculative_tokens, sc.tree_width)
+            if sc.method == "eagle":
+                return eagle
+            from drafts.hybrid import HybridProposer
+            return HybridProposer(eagle, sc.ngram_max, max(sc.ngram_min, 3))
         from drafts.draft_model import DraftModelProposer
         return DraftModelProposer(self.draft_runner, sc.num_speculative_tokens, sc.tree_width, sc.tree_topk)
 

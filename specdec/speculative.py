@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-METHODS = ("ngram", "draft_model", "eagle")
+METHODS = ("ngram", "draft_model", "eagle", "hybrid")
 
 # eagle: children per frontier node (and frontier size) when no tree is given
 EAGLE_DEFAULT_TOPK = 3
@@ -17,7 +17,8 @@ DEFAULT_SPECULATIVE_CONFIG = {"method": "ngram", "num_speculative_tokens": 4}
 
 @dataclass(slots=True)
 class SpeculativeConfig:
-    method: str                        # "ngram" | "draft_model" | "eagle"
+    method: str                        # "ngram" | "draft_model" | "eagle" | "hybrid" (n-gram on a
+                                       # long match, else eagle; drafts/hybrid.py)
     num_speculative_tokens: int = 4    # tree depth K
     model: str | None = None           # draft checkpoint (draft_model); None = the target's own file;
                                        # eagle: head folder, None = the head shipped in drafts/weights/
@@ -42,7 +43,7 @@ class SpeculativeConfig:
         for alias, name in (("prompt_lookup_max", "ngram_max"), ("prompt_lookup_min", "ngram_min")):
             if alias in d:
                 d[name] = d.pop(alias)
-        if d.get("method") == "eagle":
+        if d.get("method") in ("eagle", "hybrid"):
             d.setdefault("tree_width", EAGLE_DEFAULT_TOPK)
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:

@@ -200,3 +200,35 @@ def test_eagle_head_for_another_target_is_refused(tiny_head_dir):
     from specdec import LLM
     with pytest.raises(ValueError, match="another target"):
         LLM(speculative_config={"method": "eagle", "model": tiny_head_dir})
+
+
+def test_hybrid_uses_ngram_on_a_long_match_and_eagle_otherwise(tiny_model_dir, tiny_llm, tiny_head_dir):
+    from specdec import LLM
+    llm = LLM(model=tiny_model_dir, dtype="float32", num_kv_blocks=256,
+              speculative_config={"method": "hybrid", "model": tiny_head_dir, "num_speculative_tokens": 3,
+                                  "adaptive": False})
+    params = SamplingParams(temperature=0.0, max_tokens=16)
+    for p in [list(range(5, 25)) * 3, list(range(100, 140))]:   # repeats / no repeats
+        want = tiny_llm.generate(prompt_token_ids=[p], sampling_params=params)[0].outputs[0].token_ids
+        assert llm.generate(prompt_token_ids=[p], sampling_params=params)[0].outputs[0].token_ids == want
+    assert llm.engine.proposer.num_eagle > 0 and llm.engine.spec_metrics.num_drafted > 0
+
+
+def test_hybrid_chooses_per_request():
+    from drafts.hybrid import HybridProposer
+    head = tiny_head()
+    embed = torch.randn(V, H)
+    rope = RotaryEmbedding(16, 256, 10000.0, None, torch.float32, "cpu")
+    kv = torch.zeros(1, 2, 16, BS, 2, 16)
+    eagle = EagleProposer(head, lambda ids: embed[ids], rope, kv, BS, TorchAttention(), "cpu", depth=3, topk=2)
+    hybrid = HybridProposer(eagle, ngram_max=4, ngram_min=3)
+    repeating = Request("a", [1, 2, 3, 4, 5, 6, 7, 1, 2, 3], SamplingParams(), (V + 1,))
+    fresh = Request("b", [11, 12, 13, 14, 15, 16, 17, 18, 19, 20], SamplingParams(), (V + 1,))
+    for k, r in enumerate((repeating, fresh)):
+        r.block_table = [2 * k, 2 * k + 1]
+        r.num_computed_tokens = 9
+        hybrid.observe(r, 0, torch.randn(9, 2 * H))
+    t_rep, t_fresh = hybrid.propose([repeating, fresh], [6, 6])
+    assert t_rep.token_ids == [3, 4, 5, 6, 7, 1, 2]          # the continuation after "1 2 3"
+    assert t_fresh.num_nodes > 1 and hybrid.num_ngram == 1 and hybrid.num_eagle == 1
+    assert fresh.spec.num_computed == 9 and repeating.spec.num_computed == 0   # only eagle caught up
