@@ -125,7 +125,18 @@ def test_packs_label_only_answer_tokens():
     assert p.next_tokens.tolist() == list(range(11, 20))
     # row r is labelled with token r + 2 if that is an answer token (index >= 6)
     assert p.labels.tolist() == [-1, -1, -1, -1, 16, 17, 18, 19, -1]
+    assert p.run.tolist() == [0, 0, 0, 0, 0, 1, 2, 3, 4]
 
+
+def test_offpolicy_packs_label_the_targets_argmax_and_count_agreeing_runs():
+    t2d = torch.arange(V)
+    tok = torch.tensor([10, 11, 12, 13, 14, 15, 16])
+    best = torch.tensor([50, 51, 13, 14, 60, 16, 70])    # argmax after each token
+    p = make_packs([tok], [3], [torch.randn(7, 2 * H)], t2d, max_rows=32, argmax=[best])[0]
+    # row p is labelled with the argmax after token p+1 where token p+2 is in the answer
+    assert p.labels.tolist() == [-1, 13, 14, 60, 16, 70]
+    # tokens 3, 4 agree with the argmax, 5 does not, 6 does
+    assert p.run.tolist() == [0, 0, 1, 2, 0, 1]
 
 def test_head_files_round_trip(tmp_path):
     head = tiny_head()

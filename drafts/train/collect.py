@@ -36,13 +36,15 @@ def chat_ids(tokenizer, text: str) -> list[int]:
 
 @torch.inference_mode()
 def capture_features(engine, sequences: list[list[int]], layers: tuple[int, ...],
-                     max_tokens_per_forward: int = 2048) -> list[torch.Tensor]:
+                     max_tokens_per_forward: int = 2048, argmax: bool = False):
     """Features [T, len(layers) * hidden] (fp16) for each whole sequence, via scratch requests.
 
     Each sequence is prefilled from position 0 in its own blocks (freed afterwards); several
-    sequences share one forward up to `max_tokens_per_forward` tokens.
+    sequences share one forward up to `max_tokens_per_forward` tokens. With `argmax`, also
+    the target's greedy next token after every position ([T] int32), as a second list.
     """
     out: list[torch.Tensor] = []
+    best: list[torch.Tensor] = []
     i = 0
     while i < len(sequences):
         group, total = [], 0
@@ -59,16 +61,21 @@ def capture_features(engine, sequences: list[list[int]], layers: tuple[int, ...]
                     raise RuntimeError("KV pool too small for feature capture; raise kv_cache_memory")
                 allocated.append(r)
             segs = [causal_segment(r, 0, r.num_tokens, False) for r in reqs]
+            if argmax:
+                for seg in segs:
+                    seg.logit_rows = list(range(len(seg.token_ids)))
             inputs = pack_segments(segs, engine.config.block_size, engine.config.device)
-            _, feats = engine.runner.forward(inputs, layers)
+            logits, feats = engine.runner.forward(inputs, layers)
             start = 0
             for r in reqs:
                 out.append(feats[start:start + r.num_tokens].to(torch.float16).clone())
+                if argmax:
+                    best.append(logits[start:start + r.num_tokens].argmax(-1).to(torch.int32))
                 start += r.num_tokens
         finally:
             for r in allocated:
                 engine.block_manager.free(r)
-    return out
+    return (out, best) if argmax else out
 
 
 def collect(data_dir: Path, prompts: list[TrainPrompt], layers: tuple[int, ...], minutes: float,
@@ -99,6 +106,49 @@ def collect(data_dir: Path, prompts: list[TrainPrompt], layers: tuple[int, ...],
         tmp = path.with_suffix(".tmp")
         torch.save({"tokens": [torch.tensor(s, dtype=torch.int32) for s in seqs],
                     "prompt_len": [len(ids) for ids in batch], "features": feats, "layers": list(layers)}, tmp)
+        os.replace(tmp, path)
+        bar.update(1)
+        bar.set_postfix(tokens=sum(len(s) for s in seqs))
+    bar.close()
+    return sum(shard_path(data_dir, i).exists() for i in range(num_shards))
+
+
+def collect_prefill(data_dir: Path, convs: list[tuple[str, str]], layers: tuple[int, ...], minutes: float,
+                    shard_size: int, max_tokens: int) -> int:
+    """Off-policy shards, 10x cheaper per token than generating: (user turn, ShareGPT answer)
+    pairs prefilled in one forward, with features and the target's argmax after every position
+    (the labels; trainer rows count only where the fed tokens agree with the target's argmax,
+    see ttt.make_packs). Same atomic, resumable shard files as `collect`."""
+    from specdec import LLM
+    data_dir.mkdir(parents=True, exist_ok=True)
+    llm = LLM(kv_cache_memory=768 * 2**20, enable_prefix_caching=False)
+    eng, tok = llm.engine, llm.tokenizer
+    num_shards = len(convs) // shard_size
+    deadline = time.monotonic() + minutes * 60
+    done = sum(shard_path(data_dir, i).exists() for i in range(num_shards))
+    bar = tqdm(total=num_shards, initial=done, desc="prefill shards", unit="shard")
+    for i in range(num_shards):
+        path = shard_path(data_dir, i)
+        if path.exists():
+            continue
+        if time.monotonic() > deadline:
+            break
+        seqs, plens = [], []
+        for user, answer in convs[i * shard_size:(i + 1) * shard_size]:
+            prompt = chat_ids(tok, user)
+            if len(prompt) >= max_tokens // 2:
+                continue
+            full = tok.apply_chat_template([{"role": "user", "content": user},
+                                            {"role": "assistant", "content": answer}], tokenize=True)
+            full = [int(t) for t in (full["input_ids"] if hasattr(full, "keys") else full)]
+            if full[:len(prompt)] != prompt:
+                continue                      # template renders the turn differently: skip
+            seqs.append(full[:max_tokens])
+            plens.append(len(prompt))
+        feats, best = capture_features(eng, seqs, layers, argmax=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save({"tokens": [torch.tensor(s, dtype=torch.int32) for s in seqs], "prompt_len": plens,
+                    "features": feats, "argmax": best, "layers": list(layers)}, tmp)
         os.replace(tmp, path)
         bar.update(1)
         bar.set_postfix(tokens=sum(len(s) for s in seqs))

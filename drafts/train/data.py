@@ -70,3 +70,18 @@ def sharegpt_prompts(max_chars: int = 1500, seed: int = 0) -> list[TrainPrompt]:
         out.append(TrainPrompt("sharegpt", text))
     random.Random(seed).shuffle(out)
     return out
+
+
+def sharegpt_pairs(max_chars: int = 3000, seed: int = 1) -> list[tuple[str, str]]:
+    """(first human turn, the answer that followed) pairs for off-policy prefill data, without
+    eval prompts, shuffled with a fixed seed."""
+    banned, out = _eval_texts(), []
+    for conv in read_sharegpt():
+        turns = conv.get("conversations") or []
+        if len(turns) < 2 or turns[0].get("from") not in ("human", "user") or turns[1].get("from") != "gpt":
+            continue
+        user, answer = (turns[0].get("value") or "").strip(), (turns[1].get("value") or "").strip()
+        if user and answer and len(user) + len(answer) <= max_chars and _key(user) not in banned:
+            out.append((user, answer))
+    random.Random(seed).shuffle(out)
+    return out

@@ -25,14 +25,20 @@ class Pack:
     labels: torch.Tensor      # [T] int64: draft id of token p+2, -1 = no loss at this row
     positions: torch.Tensor   # [T] int64: row index inside its sequence (rotary position)
     seq_ids: torch.Tensor     # [T] int64
+    run: torch.Tensor | None = None   # [T] int64: tokens p-run+2..p+1 are the target's own
+                                      # greedy choices; step j trains row p only if run >= j
 
 
 def make_packs(tokens: list[torch.Tensor], prompt_lens: list[int], features: list[torch.Tensor],
-               t2d: torch.Tensor, max_rows: int) -> list[Pack]:
+               t2d: torch.Tensor, max_rows: int, argmax: list[torch.Tensor] | None = None) -> list[Pack]:
     """Pack whole sequences (rows 0..T-2 of each) into packs of at most `max_rows` rows.
 
-    Only answer tokens (the target's own greedy output) are labels; prompt rows still serve
-    as context.
+    On-policy sequences (answer = the target's own greedy output): the label of row p is
+    token p+2 where that is an answer token. Off-policy sequences (`argmax` given: the target's
+    greedy next token after every position): the label is the target's argmax after token p+1,
+    and a row trains at step j only if the j fed tokens before its label agree with the
+    target's argmax (so the unrolled chain is one the target would have accepted). Prompt rows
+    serve as context only.
     """
     packs, cur = [], []
 
@@ -48,15 +54,29 @@ def make_packs(tokens: list[torch.Tensor], prompt_lens: list[int], features: lis
         if T < 2:
             continue
         T = min(T, max_rows)
+        rows = torch.arange(T)
         labels = torch.full((T,), -1, dtype=torch.int64)
-        tgt = torch.arange(2, T + 1)           # token index p+2 for rows p = 0..T-2
-        ok = tgt >= plen
-        lab = t2d[tok[tgt]]
-        labels[:T - 1] = torch.where(ok, lab, torch.full_like(lab, -1))
+        if argmax is None:
+            tgt = torch.arange(2, T + 1)           # token index p+2 for rows p = 0..T-2
+            lab = t2d[tok[tgt]]
+            labels[:T - 1] = torch.where(tgt >= plen, lab, torch.full_like(lab, -1))
+            run = (rows + 2 - plen).clamp(min=0)   # every answer token is the target's choice
+        else:
+            best = argmax[sid].long()
+            lab = t2d[best[1:T + 1]]               # target's prediction of token p+2
+            labels = torch.where(rows + 2 >= plen, lab, torch.full_like(lab, -1))
+            agree = torch.zeros(T + 1, dtype=torch.int64)   # agree[q]: token q == argmax after q-1
+            q = torch.arange(1, T + 1)
+            agree[1:] = ((tok[1:T + 1] == best[:T]) & (q >= plen)).long()
+            run = torch.zeros(T, dtype=torch.int64)
+            streak = 0
+            for p in range(T):                      # consecutive agreeing tokens ending at p+1
+                streak = streak + 1 if agree[p + 1] else 0
+                run[p] = streak
         if used + T > max_rows:
             flush()
             used = 0
-        cur.append((feat[:T], tok[1:T + 1], labels, torch.arange(T), torch.full((T,), sid)))
+        cur.append((feat[:T], tok[1:T + 1], labels, rows, torch.full((T,), sid), run))
         used += T
     flush()
     return packs
@@ -108,6 +128,8 @@ def ttt_loss(head: EagleHead, embed: torch.Tensor, pack: Pack, rope, steps: int,
         if j > 0:
             step_kv.append((k, v))
         rows = (pack.labels >= 0) & (pack.positions >= j)
+        if pack.run is not None:
+            rows &= pack.run >= j
         if not bool(rows.any()):
             stats.append((0, 0))
             continue
