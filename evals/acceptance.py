@@ -85,10 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     p = cli.parser(__doc__.splitlines()[0], quick=(4, 64), full=(16, 256))
     p.add_argument("--ignore-eos", action="store_true",
                    help="fixed-length outputs instead of stopping at EOS")
+    p.add_argument("--speculators", nargs="+", metavar="TEXT",
+                   help="only the speculator rows whose name contains one of these (e.g. eagle)")
     args = cli.finish_args(p.parse_args(argv))
     s = cli.settings(args)
     _, prompt_ids, _ = cli.prompt_sets(args, s.files)
     speculators, notes = resolve(args.draft_model)
+    if args.speculators:
+        speculators = [sp for sp in speculators if any(t in sp.name for t in args.speculators)]
     rows = run_rows(specdec_specs(s, speculators), prompt_ids, args.max_tokens, args.ignore_eos)
     notes += sorted({f"{r.system}: {r.note}" for r in rows if r.note})
 

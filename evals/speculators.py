@@ -33,6 +33,11 @@ SPECULATORS = [
                {"method": "draft_model", "num_speculative_tokens": 3, "draft_num_layers": SELF_DRAFT_LAYERS,
                 "tree": {"width": 2, "topk": 2}}),
     Speculator("draft k=4", {"method": "draft_model", "model": DRAFT_MODEL, "num_speculative_tokens": 4}),
+    # the EAGLE head shipped in drafts/weights/ (dynamic tree: depth 3, top-4 per node), with
+    # the cost-aware depth and at full depth every step; hybrid = n-gram on a long match, else it
+    Speculator("eagle tree 3x4", {"method": "eagle"}),
+    Speculator("eagle tree 3x4 full depth", {"method": "eagle", "adaptive": False}),
+    Speculator("hybrid ngram/eagle 3x4", {"method": "hybrid"}),
 ]
 
 

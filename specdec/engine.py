@@ -63,10 +63,13 @@ class LLMEngine:
                             if config.speculative_config else None)
         draft_model = self._load_draft(ckpt, model_len) if self._uses_draft_model() else None
         del ckpt
+        self.eagle_head = self._load_eagle() if self._uses_eagle() else None
         specs = [KVSpec(mc.num_layers, mc.num_kv_heads, mc.head_dim)]
         if draft_model is not None:
             dc = draft_model.cfg
             specs.append(KVSpec(dc.num_layers, dc.num_kv_heads, dc.head_dim))
+        if self.eagle_head is not None:   # one decoder layer, same block ids
+            specs.append(KVSpec(1, self.eagle_head.cfg.num_kv_heads, self.eagle_head.cfg.head_dim))
         if config.num_kv_blocks is not None:
             self.pool = KVPool(specs, config.num_kv_blocks, config.block_size, config.dtype, config.device)
         else:
@@ -77,10 +80,14 @@ class LLMEngine:
         self.block_manager = BlockManager(self.pool.num_blocks, config.block_size,
                                           config.enable_prefix_caching)
         attn = make_attention_backend(config.attention_backend, config.device)
+        self.attn = attn
         self.runner = ModelRunner(self.model, self.pool.kv[0], config.block_size, attn, config.device)
         self.draft_runner = (ModelRunner(draft_model, self.pool.kv[1], config.block_size, attn, config.device)
                              if draft_model is not None else None)
         self.proposer = self._make_proposer()
+        # target features the proposer needs (EAGLE), captured only then; see observe_features
+        self.capture_layers = tuple(getattr(self.proposer, "capture_layers", ()))
+        self.target_features: torch.Tensor | None = None
         self.spec_metrics = SpecMetrics()
         self.grammar = GrammarStage(self.tokenizer, mc.vocab_size, self.spec_metrics)
         self.step_cost = StepCost()
@@ -183,6 +190,7 @@ class LLMEngine:
             logits = self.forward(inputs)
             results = self.verify(batch, trees, logits, inputs.cu_logits, masks)
             self.commit(batch, trees, results)
+            self.observe_features(batch, trees, results)
             self.grammar.advance(batch, results)
             outputs = failed + self.output_processor.emit(batch, trees, results, logits, inputs.cu_logits)
             for req in self.scheduler.update(batch):
@@ -222,6 +230,9 @@ class LLMEngine:
         """The one target forward of the step (on the thread count the machine's load allows)."""
         if self.threads is not None:
             self.threads.check()
+        if self.capture_layers:
+            logits, self.target_features = self.runner.forward(inputs, self.capture_layers)
+            return logits
         return self.runner.forward(inputs)
 
     def propose(self, batch: SchedulerOutput) -> list[DraftTree | None]:
@@ -306,6 +317,28 @@ class LLMEngine:
         if self.draft_runner is not None:
             self.draft_runner.commit_kv(draft_src, draft_dst)
 
+    def observe_features(self, batch: SchedulerOutput, trees: list[DraftTree | None],
+                         results: list[AcceptResult | None]) -> None:
+        """Hand the proposer (EAGLE) the target features of this step's committed tokens: every
+        row of a prefill chunk or decode token, the root and accepted nodes of a verified tree.
+        Rows are laid out as build_step_inputs packed them. A no-op for other proposers."""
+        feats, self.target_features = self.target_features, None
+        if feats is None:
+            return
+        row = 0
+        for s, tree, result in zip(batch.scheduled, trees, results):
+            req = s.req
+            if tree is not None and tree.num_nodes > 1:
+                keep = [0] + (list(result.accepted_nodes) if result is not None else [])
+                idx = torch.tensor([row + k for k in keep], dtype=torch.int64, device=feats.device)
+                with contained(req, "drafting"):
+                    self.proposer.observe(req, req.num_computed_tokens, feats.index_select(0, idx))
+                row += tree.num_nodes
+            else:
+                with contained(req, "drafting"):
+                    self.proposer.observe(req, req.num_computed_tokens, feats[row:row + s.num_new_tokens])
+                row += s.num_new_tokens
+
     # ---- failures and aborts ------------------------------------------------------------
     def _fail_step(self, batch: SchedulerOutput, exc: Exception) -> list[RequestOutput]:
         """Report a whole-step failure to every request of the step and free their blocks.
@@ -340,6 +373,25 @@ class LLMEngine:
         return [o for o in outputs if o.request_id not in aborted]
 
     # ---- speculation plumbing ---------------------------------------------------------
+    def _uses_eagle(self) -> bool:
+        return self.spec_config is not None and self.spec_config.method in ("eagle", "hybrid")
+
+    def _load_eagle(self):
+        """The EAGLE head: its folder, or the one shipped for the bundled model; checked against
+        the target's shapes. Its output rows are the target's embedding rows (frozen)."""
+        from drafts.eagle_head import load_head
+        from drafts.weights import shipped_eagle_path
+        mc = self.model_config
+        path = self.spec_config.model or shipped_eagle_path(mc)
+        head = load_head(path)
+        hc = head.cfg
+        if (hc.hidden_size, hc.target_vocab_size, hc.num_kv_heads, hc.head_dim) != (
+                mc.hidden_size, mc.vocab_size, mc.num_kv_heads, mc.head_dim) or max(hc.aux_layers) >= mc.num_layers:
+            raise ValueError(f"EAGLE head {str(path)!r} was trained for another target (hidden "
+                             f"{hc.hidden_size}, vocab {hc.target_vocab_size}, layers {hc.aux_layers})")
+        head.attach_target(lambda ids: self.model.embed_tokens(ids))
+        return head.to(self.config.device)
+
     def _uses_draft_model(self) -> bool:
         return self.spec_config is not None and self.spec_config.method == "draft_model"
 
@@ -373,6 +425,15 @@ class LLMEngine:
         if sc.method == "ngram":
             from drafts.ngram import NgramProposer
             return NgramProposer(sc.num_speculative_tokens, sc.ngram_max, sc.ngram_min, sc.tree_width)
+        if sc.method in ("eagle", "hybrid"):
+            from drafts.eagle import EagleProposer
+            eagle = EagleProposer(self.eagle_head, self.model.embed_tokens, self.model.rope, self.pool.kv[-1],
+                                  self.config.block_size, self.attn, self.config.device,
+                                  sc.num_speculative_tokens, sc.tree_width)
+            if sc.method == "eagle":
+                return eagle
+            from drafts.hybrid import HybridProposer
+            return HybridProposer(eagle, sc.ngram_max, max(sc.ngram_min, 3))
         from drafts.draft_model import DraftModelProposer
         return DraftModelProposer(self.draft_runner, sc.num_speculative_tokens, sc.tree_width, sc.tree_topk)
 

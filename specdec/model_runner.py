@@ -127,10 +127,19 @@ class ModelRunner:
         self.device = device
 
     @torch.inference_mode()
-    def forward(self, inputs: StepInputs) -> torch.Tensor:
-        """One forward over the flattened batch -> logits [R, V] fp32 for inputs.logits_indices."""
-        hidden = self.model(inputs.input_ids, inputs.positions, self.kv, inputs.meta, self.attn)
-        return self.model.compute_logits(hidden.index_select(0, inputs.logits_indices))
+    def forward(self, inputs: StepInputs, capture_layers: tuple[int, ...] = ()
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """One forward over the flattened batch -> logits [R, V] fp32 for inputs.logits_indices.
+
+        With `capture_layers` also the residual streams entering those layers for EVERY row
+        (the EAGLE proposer needs prefill rows too): (logits, features [T, len * hidden] fp32).
+        """
+        if not capture_layers:
+            hidden = self.model(inputs.input_ids, inputs.positions, self.kv, inputs.meta, self.attn)
+            return self.model.compute_logits(hidden.index_select(0, inputs.logits_indices))
+        hidden, feats = self.model(inputs.input_ids, inputs.positions, self.kv, inputs.meta, self.attn,
+                                   capture_layers)
+        return self.model.compute_logits(hidden.index_select(0, inputs.logits_indices)), feats
 
     @torch.inference_mode()
     def commit_kv(self, src_slots: list[int], dst_slots: list[int]) -> None:

@@ -19,6 +19,9 @@ CONFIGS = {
     # covers the reject-everything path
     "draft-chain": {"method": "draft_model", "num_speculative_tokens": 3},
     "draft-tree": {"method": "draft_model", "num_speculative_tokens": 3, "tree": {"width": 2, "topk": 2}},
+    # the shipped EAGLE head, dynamic tree at full depth (adaptive off: every step drafts)
+    "eagle-tree": {"method": "eagle", "adaptive": False},
+    "hybrid": {"method": "hybrid", "adaptive": False},
 }
 
 
@@ -41,7 +44,8 @@ def _run(llm, prompts):
 
 
 # the self-draft runs all 30 layers per draft token: fewer prompts keep the suite's time down
-NUM_PROMPTS = {"ngram-chain": 24, "ngram-tree": 24, "draft-chain": 8, "draft-tree": 8}
+NUM_PROMPTS = {"ngram-chain": 24, "ngram-tree": 24, "draft-chain": 8, "draft-tree": 8, "eagle-tree": 12,
+               "hybrid": 6}
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))

@@ -116,16 +116,25 @@ class LlamaModel(nn.Module):
         self.requires_grad_(False)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, kv: torch.Tensor,
-                meta: AttentionMetadata, attn_backend) -> torch.Tensor:
+                meta: AttentionMetadata, attn_backend, capture_layers: tuple[int, ...] = ()
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """input_ids, positions: [T]; kv: pool tensor [L, 2, blocks, block_size, Hkv, D].
 
         Returns final hidden states (T, hidden). Writes the new tokens' K/V into kv.
+        With `capture_layers` (EAGLE-3 features) it also returns the residual streams entering
+        those layers, concatenated in the given order: (hidden, features [T, len * hidden]).
+        The plain path (no capture) does no extra work.
         """
         x = self.embed_tokens(input_ids)
         cos_sin = self.rope.lookup(positions)
+        captured = {}
         for i, layer in enumerate(self.layers):
+            if i in capture_layers:
+                captured[i] = x
             x = layer(x, cos_sin, kv[i, 0], kv[i, 1], meta, attn_backend)
-        return self.norm(x)
+        if not capture_layers:
+            return self.norm(x)
+        return self.norm(x), torch.cat([captured[i] for i in capture_layers], dim=-1).float()
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden: (N, hidden) -> logits (N, vocab) in fp32."""

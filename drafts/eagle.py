@@ -1,0 +1,214 @@
+"""EAGLE proposer: the draft head (eagle_head.py) grows a dynamic tree from the target's features.
+
+Per request the proposer keeps the target features of committed tokens it has not fed to the
+head yet (the engine hands them over after every step: `observe`) and how far the head's own
+K/V reach (`num_computed`: draft rows 0..num_computed-1 are in the pool). Draft row p pairs the
+target's features of token p with token p+1 (see eagle_head.py), so with n tokens of which the
+last (the root) is not yet computed by the target, the head can cover rows 0..n-2, and row
+n-2's output predicts the root's children.
+
+A proposal (EAGLE-2 dynamic tree):
+  1. catch up: one forward over rows num_computed..n-2 with the TRUE target features (rows
+     drafted in the previous step with predicted features are recomputed, so commit moves
+     nothing in the draft pool);
+  2. depth 1: the root's top-k children; they are the first frontier;
+  3. depth d: the frontier is forwarded (input: its parent's output a, its own token), each
+     frontier node proposes top-k children, and the k best of those k*k by cumulative draft
+     log-probability become the next frontier;
+  4. the `max_nodes` best of all proposed nodes by cumulative log-probability form the tree
+     (a child never scores above its parent, so the choice is a connected tree).
+
+Forwarded node j (1-based, in forwarding order) keeps its draft K/V in lookahead slot
+num_computed_tokens + j - 1, at rotary position (n - 2) + depth; the target verifies the
+chosen tree in the same reserved slots afterwards (its own pool). Each depth re-runs every
+forwarded node with the ancestor mask (keys = committed rows + its tree ancestors), as the
+draft-model proposer does: a few rows cost about the same as one.
+
+Drafts are deterministic top-k proposals, verified as point masses, so greedy output equals
+plain decoding and sampled output keeps the target's distribution (specdec/verifier.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from drafts.eagle_head import EagleHead
+from specdec.attention import pack_tree_mask
+from specdec.draft_tree import NO_NODE, DraftTree
+from specdec.model_runner import Segment, pack_segments
+from specdec.request import Request
+from specdec.verifier import AcceptResult
+
+
+@dataclass(slots=True)
+class EagleState:
+    num_computed: int = 0                 # draft rows [0, num_computed) have K/V in the draft pool
+    feat_start: int = 0                   # position of the first pending target feature
+    pending: list[torch.Tensor] = field(default_factory=list)   # chunks of [n, 3H] fp32
+
+    @property
+    def feat_end(self) -> int:
+        return self.feat_start + sum(len(p) for p in self.pending)
+
+
+@dataclass(slots=True)
+class _Tree:
+    req: Request
+    depth_budget: int
+    max_nodes: int
+    tokens: list[int]                     # target ids; node 0 = root
+    parents: list[int]
+    scores: list[float]                   # cumulative draft log-probability
+    depths: list[int]
+    forwarded: list[int] = field(default_factory=list)   # node ids with draft K/V, in slot order
+    outputs: dict[int, torch.Tensor] = field(default_factory=dict)   # node -> head output a [H]
+    frontier: list[int] = field(default_factory=list)
+
+
+class EagleProposer:
+    def __init__(self, head: EagleHead, embed, rope, kv: torch.Tensor, block_size: int, attn_backend,
+                 device: torch.device | str, depth: int = 4, topk: int = 4):
+        if depth < 1 or topk < 1:
+            raise ValueError("EAGLE depth (num_speculative_tokens) and topk (tree_width) must be >= 1")
+        self.head, self.embed, self.rope = head, embed, rope
+        self.kv, self.block_size, self.attn, self.device = kv, block_size, attn_backend, device
+        self.depth, self.topk = depth, topk
+        self.capture_layers = tuple(head.cfg.aux_layers)
+
+    def max_lookahead(self, req: Request) -> int:
+        return self.depth * self.topk
+
+    def reset(self, req: Request) -> None:
+        req.spec = EagleState()
+
+    # ---- features from the target ----------------------------------------------------
+    def observe(self, req: Request, start: int, features: torch.Tensor) -> None:
+        """The target computed (and committed) tokens start..start+len-1; their features [len, 3H]."""
+        st = req.spec if isinstance(req.spec, EagleState) else None
+        if st is None:
+            st = req.spec = EagleState(num_computed=start, feat_start=start)
+        if start != st.feat_end:
+            # a gap (prefix-cache hit: the target skipped those tokens) or a recompute: start over
+            # from here; skipped rows keep whatever draft K/V their shared blocks hold
+            st.pending, st.feat_start, st.num_computed = [], start, start
+        st.pending.append(features)
+
+    def _take_features(self, st: EagleState, lo: int, hi: int) -> torch.Tensor:
+        """Features of positions lo..hi-1 (must be pending); drops everything before hi."""
+        feats = torch.cat(st.pending) if len(st.pending) > 1 else st.pending[0]
+        out = feats[lo - st.feat_start:hi - st.feat_start]
+        st.pending = [feats[hi - st.feat_start:]]
+        st.feat_start = hi
+        return out
+
+    # ---- propose ------------------------------------------------------------------------
+    @torch.inference_mode()
+    def propose(self, reqs: list[Request], max_nodes: list[int]) -> list[DraftTree]:
+        out: list[DraftTree | None] = [None] * len(reqs)
+        ready, segs, feats = [], [], []
+        for i, r in enumerate(reqs):
+            st = r.spec
+            n = r.num_tokens
+            lo = max(st.num_computed, st.feat_start) if isinstance(st, EagleState) else n
+            if lo > n - 2 or st.feat_end < n - 1:
+                out[i] = DraftTree.root_only(r.token_ids[-1])   # no features yet: nothing to draft
+                continue
+            feats.append(self._take_features(st, lo, n - 1))
+            segs.append(Segment(r.token_ids[lo + 1:n], list(range(lo, n - 1)), lo, r.block_table, None,
+                                [n - 2 - lo]))
+            st.num_computed = n - 1
+            ready.append(i)
+        if not ready:
+            return out
+        inputs = pack_segments(segs, self.block_size, self.device)
+        a = self._forward(self.head.fuse(torch.cat(feats)), inputs)
+        root_out = a.index_select(0, inputs.logits_indices)
+        root_logp = torch.log_softmax(self.head.logits(root_out), dim=-1)
+        trees = []
+        for j, i in enumerate(ready):
+            r = reqs[i]
+            t = _Tree(r, max(1, max_nodes[i] // self.topk), max_nodes[i], [r.token_ids[-1]], [NO_NODE],
+                      [0.0], [0])
+            t.outputs[0] = root_out[j]
+            self._add_children(t, [0], root_logp[j:j + 1])
+            trees.append(t)
+        for depth in range(2, self.depth + 1):
+            growing = [t for t in trees if depth <= t.depth_budget and t.frontier]
+            if not growing:
+                break
+            self._forward_frontiers(growing)
+        for i, t in zip(ready, trees):
+            out[i] = _select(t)
+        return out
+
+    def _add_children(self, t: _Tree, parents: list[int], logp: torch.Tensor) -> None:
+        """Each parent's top-k children join the candidates; the best k become the frontier."""
+        vals, ids = logp.topk(min(self.topk, logp.shape[-1]), dim=-1)
+        target_ids = self.head.draft_to_target(ids).tolist()
+        cands = []
+        for p, row_v, row_t in zip(parents, vals.tolist(), target_ids):
+            for v, tok in zip(row_v, row_t):
+                node = len(t.tokens)
+                t.tokens.append(tok)
+                t.parents.append(p)
+                t.scores.append(t.scores[p] + v)
+                t.depths.append(t.depths[p] + 1)
+                cands.append(node)
+        cands.sort(key=lambda n: -t.scores[n])
+        t.frontier = cands[:self.topk]
+
+    def _forward_frontiers(self, trees: list[_Tree]) -> None:
+        """Forward every tree's forwarded nodes + its frontier; expand the frontier's children."""
+        segs, hidden = [], []
+        for t in trees:
+            t.forwarded += t.frontier
+            nodes = t.forwarded
+            index = {n: k for k, n in enumerate(nodes)}
+            mask = torch.zeros(len(nodes), len(nodes), dtype=torch.bool)
+            for k, n in enumerate(nodes):
+                m = n
+                while m != 0:
+                    mask[k, index[m]] = True
+                    m = t.parents[m]
+            base = t.req.num_computed_tokens
+            segs.append(Segment([t.tokens[n] for n in nodes], [base - 1 + t.depths[n] for n in nodes], base,
+                                t.req.block_table, pack_tree_mask(mask), [index[n] for n in t.frontier]))
+            hidden += [t.outputs[t.parents[n]] for n in nodes]
+        inputs = pack_segments(segs, self.block_size, self.device)
+        a = self._forward(torch.stack(hidden), inputs)
+        rows = a.index_select(0, inputs.logits_indices)
+        logp = torch.log_softmax(self.head.logits(rows), dim=-1)
+        for b, t in enumerate(trees):
+            lo, hi = inputs.cu_logits[b], inputs.cu_logits[b + 1]
+            frontier = t.frontier
+            for k, n in enumerate(frontier):
+                t.outputs[n] = rows[lo + k]
+            if t.depths[frontier[0]] < t.depth_budget:
+                self._add_children(t, frontier, logp[lo:hi])
+            else:
+                t.frontier = []
+
+    def _forward(self, hidden: torch.Tensor, inputs) -> torch.Tensor:
+        emb = self.embed(inputs.input_ids).float()
+        return self.head.forward_pool(hidden, emb, self.rope.lookup(inputs.positions), self.kv,
+                                      inputs.meta, self.attn)
+
+    # ---- commit ---------------------------------------------------------------------------
+    def commit(self, req: Request, tree: DraftTree, result: AcceptResult) -> tuple[list[int], list[int]]:
+        """Nothing moves: the next catch-up recomputes the accepted rows from true features."""
+        return [], []
+
+
+def _select(t: _Tree) -> DraftTree:
+    """The `max_nodes` best candidates (parents before children), renumbered."""
+    order = sorted(range(1, len(t.tokens)), key=lambda n: (-t.scores[n], t.depths[n], n))
+    chosen = {0}
+    for n in order:
+        if len(chosen) == t.max_nodes + 1:
+            break
+        if t.parents[n] in chosen:
+            chosen.add(n)
+    nodes = sorted(chosen)
+    new = {n: k for k, n in enumerate(nodes)}
+    return DraftTree([t.tokens[n] for n in nodes], [NO_NODE] + [new[t.parents[n]] for n in nodes[1:]])
