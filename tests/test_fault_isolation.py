@@ -16,7 +16,7 @@ from specdec.detokenizer import IncrementalDetokenizer
 from specdec.output_processor import OutputProcessor
 from specdec.sampler import NoValidTokenError, check_finite_mass, probs_from_logits
 
-NGRAM = {"method": "ngram", "num_speculative_tokens": 3}
+NGRAM = {"method": "ngram", "num_speculative_tokens": 3, "adaptive": False}  # always draft
 GREEDY = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True)
 
 

@@ -17,7 +17,7 @@ from specdec import LLM, SamplingParams
 
 CASES = json.loads((Path(__file__).parent / "data" / "bfcl_schemas.json").read_text())["cases"]
 MAX_TOKENS = 64
-NGRAM = {"method": "ngram", "num_speculative_tokens": 4}
+NGRAM = {"method": "ngram", "num_speculative_tokens": 4, "adaptive": False}  # always draft
 
 
 def prompts_and_params(llm: LLM) -> tuple[list[list[int]], list[SamplingParams]]:

@@ -8,7 +8,7 @@ from specdec import LLM, SamplingParams
 from tests.server_harness import ThreadServer
 
 API_KEY = "test-key"
-SPEC = {"method": "ngram", "num_speculative_tokens": 4}
+SPEC = {"method": "ngram", "num_speculative_tokens": 4, "adaptive": False}  # always draft
 ENGINE_ARGS = dict(dtype="float32", speculative_config=SPEC, kv_cache_memory=64 * 2**20)
 HI = [{"role": "user", "content": "Name three colors."}]
 

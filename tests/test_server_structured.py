@@ -12,7 +12,7 @@ from specdec import LLM
 from tests.server_harness import ThreadServer
 
 MODEL = "SmolLM2-135M-Instruct"
-ENGINE_ARGS = dict(dtype="float32", speculative_config={"method": "ngram", "num_speculative_tokens": 4},
+ENGINE_ARGS = dict(dtype="float32", speculative_config={"method": "ngram", "num_speculative_tokens": 4, "adaptive": False},
                    kv_cache_memory=64 * 2**20)
 CITY = {"type": "object",
         "properties": {"city": {"type": "string", "maxLength": 16}, "population": {"type": "integer"}},
