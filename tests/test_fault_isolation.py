@@ -232,7 +232,8 @@ def test_random_aborts_among_64_speculating_requests_leave_no_block_in_use(spec_
 
 def test_abort_releases_draft_model_state(tiny_model_dir):
     llm = LLM(model=tiny_model_dir, dtype="float32", num_kv_blocks=64, check_invariants=True,
-              speculative_config={"method": "draft_model", "num_speculative_tokens": 2, "draft_num_layers": 1})
+              speculative_config={"method": "draft_model", "num_speculative_tokens": 2, "draft_num_layers": 1,
+                                  "adaptive": False})
     engine = llm.engine
     rid = engine.add_request("d", prompts(1)[0], GREEDY)
     req = engine.requests[rid]
