@@ -11,14 +11,17 @@ from evals.datasets import chat_token_ids, load_prompts
 from specdec import LLM, SamplingParams
 
 MAX_TOKENS = 32
+# adaptive off everywhere: every step drafts at full depth, so every verify path is exercised
+# (the cost-aware policy only decides how much to draft; it cannot change what is emitted)
 CONFIGS = {
-    "ngram-chain": {"method": "ngram", "num_speculative_tokens": 4},
-    "ngram-tree": {"method": "ngram", "num_speculative_tokens": 3, "tree_width": 3},
+    "ngram-chain": {"method": "ngram", "num_speculative_tokens": 4, "adaptive": False},
+    "ngram-tree": {"method": "ngram", "num_speculative_tokens": 3, "tree_width": 3, "adaptive": False},
     # the target as its own draft: nearly every draft is accepted, so deep accepted paths and
     # tree commits (accepted node index != depth) are exercised; the random tiny draft below
     # covers the reject-everything path
-    "draft-chain": {"method": "draft_model", "num_speculative_tokens": 3},
-    "draft-tree": {"method": "draft_model", "num_speculative_tokens": 3, "tree": {"width": 2, "topk": 2}},
+    "draft-chain": {"method": "draft_model", "num_speculative_tokens": 3, "adaptive": False},
+    "draft-tree": {"method": "draft_model", "num_speculative_tokens": 3, "tree": {"width": 2, "topk": 2},
+                   "adaptive": False},
     # the shipped EAGLE head, dynamic tree at full depth (adaptive off: every step drafts)
     "eagle-tree": {"method": "eagle", "adaptive": False},
     "hybrid": {"method": "hybrid", "adaptive": False},
