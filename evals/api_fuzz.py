@@ -1,6 +1,6 @@
 """Bounded fuzz of the server's OpenAPI schema with schemathesis: no 5xx, no hang.
 
-    python -m evals.api_fuzz                       # tiny random model in-process, ~2,500 requests
+    python -m evals.api_fuzz                       # tiny random model in-process, ~2,400 requests
     python -m evals.api_fuzz --examples 50 --url http://127.0.0.1:8000   # against a running server
 
 Every operation of /openapi.json gets `--examples` valid (positive) and as many
@@ -29,6 +29,7 @@ class FuzzReport:
     by_status: collections.Counter = field(default_factory=collections.Counter)
     findings: list[str] = field(default_factory=list)     # 5xx and hangs, with a curl-like repro
     seconds: float = 0.0
+    kv_blocks_in_use_after: int | None = None   # once the server is idle again (in-process runs)
 
     @property
     def num_server_errors(self) -> int:
@@ -37,7 +38,8 @@ class FuzzReport:
     def as_dict(self) -> dict:
         return {"num_requests": self.num_requests, "seconds": round(self.seconds, 1),
                 "by_status": {str(k): v for k, v in sorted(self.by_status.items(), key=str)},
-                "num_server_errors": self.num_server_errors, "findings": self.findings[:20]}
+                "num_server_errors": self.num_server_errors, "kv_blocks_in_use_after": self.kv_blocks_in_use_after,
+                "findings": self.findings[:20]}
 
 
 def run_fuzz(base_url: str, examples: int, seed: int = 0, max_time: float = 600.0,
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m evals.api_fuzz", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", default=None, help="a running server (loopback); default: start a tiny one")
-    p.add_argument("--examples", type=int, default=200, help="generated requests per operation and mode")
+    p.add_argument("--examples", type=int, default=300, help="generated requests per operation and mode")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-time", type=float, default=900.0)
     p.add_argument("--request-timeout", type=float, default=30.0)
@@ -135,15 +137,14 @@ def main(argv: list[str] | None = None) -> int:
         import tempfile
         with tempfile.TemporaryDirectory() as tmp, tiny_server(tmp) as srv:
             report = run_fuzz(srv.url, a.examples, a.seed, a.max_time, a.request_timeout)
-            idle = srv.wait_idle()
-            report.by_status["kv_blocks_in_use_after"] = idle["kv_blocks_in_use"]
+            report.kv_blocks_in_use_after = srv.wait_idle()["kv_blocks_in_use"]
     text = json.dumps(report.as_dict(), indent=2)
     print(text)
     if a.out:
         os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
         with open(a.out, "w") as f:
             f.write(text + "\n")
-    return 1 if report.findings else 0
+    return 1 if report.findings or report.kv_blocks_in_use_after else 0
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ drop the connection after a few chunks. Per level: requests/s, TTFT / ITL /
 TPOT / e2e p50 and p99, output tokens per SSE chunk, errors (non-200, error
 events, missing [DONE], transport errors), KV blocks still in use once the
 server is idle, and the server's RSS before and after. Everything is bounded
-by the request count and `--max-time`. Loopback only.
+by the request count and `--max-time`. Loopback only. Meanwhile a probe
+times GET /health every 100 ms: the event loop never waits on a model step,
+so it should stay far below a step's duration.
 """
 from __future__ import annotations
 
@@ -88,7 +90,7 @@ async def one_request(client: httpx.AsyncClient, url: str, prompt: str, max_toke
 
 
 async def run_level(url: str, concurrency: int, num_requests: int, max_tokens: int, disconnect_share: float,
-                    max_time: float, seed: int) -> tuple[list[RequestRecord], float]:
+                    max_time: float, seed: int) -> tuple[list[RequestRecord], float, list[float]]:
     rng = random.Random(seed)
     plan = [(PROMPTS[i % len(PROMPTS)], rng.randint(1, 3) if rng.random() < disconnect_share else None)
             for i in range(num_requests)]
@@ -104,13 +106,27 @@ async def run_level(url: str, concurrency: int, num_requests: int, max_tokens: i
                 prompt, disconnect_after = queue.get_nowait()
                 records.append(await one_request(client, url, prompt, max_tokens, disconnect_after))
 
+        health_ms: list[float] = []
+
+        async def probe():
+            # the event loop must never wait on a model step: /health stays fast while the engine is busy
+            async with httpx.AsyncClient(timeout=30) as c:
+                while True:
+                    t = time.perf_counter()
+                    await c.get(f"{url}/health")
+                    health_ms.append((time.perf_counter() - t) * 1000)
+                    await asyncio.sleep(0.1)
+
         t0 = time.perf_counter()
+        prober = asyncio.ensure_future(probe())
         try:
             await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(concurrency))), max_time)
         except asyncio.TimeoutError:
             records.append(RequestRecord(error=f"level timed out after {max_time}s"))
+        finally:
+            prober.cancel()
         wall = time.perf_counter() - t0
-    return records, wall
+    return records, wall, health_ms
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -144,6 +160,10 @@ def summarize(records: list[RequestRecord], wall: float) -> dict:
         "tokens_per_chunk_mean_of_requests": round(statistics.mean(
             r.completion_tokens / len(r.chunk_times) for r in done if r.chunk_times), 2) if done else None,
     }
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 1)
 
 
 def server_rss_mb(pid: int | None) -> float | None:
@@ -183,7 +203,8 @@ def start_server(args: list[str], port: int) -> subprocess.Popen:
 def to_markdown(meta: dict, rows: list[dict]) -> str:
     cols = ["concurrency", "requests", "completed", "disconnected", "errors", "requests_per_s", "output_tok_per_s",
             "ttft_ms_p50", "ttft_ms_p99", "itl_ms_p50", "itl_ms_p99", "tpot_ms_p50", "tpot_ms_p99",
-            "e2e_s_p50", "e2e_s_p99", "tokens_per_chunk", "kv_blocks_in_use_after", "rss_mb_before", "rss_mb_after"]
+            "e2e_s_p50", "e2e_s_p99", "tokens_per_chunk", "kv_blocks_in_use_after", "health_ms_p50", "health_ms_p99", "rss_mb_before",
+            "rss_mb_after"]
     lines = ["# Server load test", "", "## Settings", ""] + [f"- {k}: {v}" for k, v in meta.items()]
     lines += ["", "## Results", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r.get(c)) for c in cols) + " |" for r in rows]
@@ -222,10 +243,11 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(run_level(url, 1, 1, a.max_tokens, 0.0, a.max_time, a.seed))
         for n in [int(x) for x in a.concurrency.split(",")]:
             rss_before = server_rss_mb(pid)
-            records, wall = asyncio.run(run_level(url, n, n * a.requests_per_client, a.max_tokens,
-                                                  a.disconnect_share, a.max_time, a.seed + n))
+            records, wall, health_ms = asyncio.run(run_level(url, n, n * a.requests_per_client, a.max_tokens,
+                                                             a.disconnect_share, a.max_time, a.seed + n))
             idle = wait_idle(url)
             row = {"concurrency": n, **summarize(records, wall), "kv_blocks_in_use_after": idle["kv_blocks_in_use"],
+                   "health_ms_p50": _round(pct(health_ms, 50)), "health_ms_p99": _round(pct(health_ms, 99)),
                    "rss_mb_before": rss_before, "rss_mb_after": server_rss_mb(pid)}
             rows.append(row)
             print(json.dumps(row), flush=True)

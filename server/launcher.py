@@ -84,7 +84,9 @@ class DrainingServer(uvicorn.Server):
 def serve(engine, settings: ServerSettings, host: str = "127.0.0.1", port: int = 8000,
           log_level: str = "info") -> None:
     """Serve `engine` until SIGTERM / Ctrl-C; returns after a clean drain."""
-    # our drain decides when streams end; sse-starlette must not cut them on SIGTERM
+    # our drain decides when streams end. Our own signal handler already bypasses sse-starlette's
+    # patched `Server.handle_exit`; this also stops its watcher from cancelling streams when it sees
+    # uvicorn's `should_exit` (which we set only once the drain is over)
     AppStatus.disable_automatic_graceful_drain()
     app = build_app(engine, settings)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level,

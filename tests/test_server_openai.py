@@ -116,6 +116,13 @@ def test_server_text_equals_llm_chat(client):
     assert r.usage.completion_tokens == len(ref.token_ids)
 
 
+def _nested(depth: int) -> dict:
+    schema: dict = {"type": "string"}
+    for _ in range(depth):
+        schema = {"type": "object", "properties": {"a": schema}}
+    return schema
+
+
 def test_bad_requests_have_status_and_openai_shape(client, server):
     cases = [
         (openai.NotFoundError, 404, dict(model="no-such-model"), "model"),
@@ -128,6 +135,9 @@ def test_bad_requests_have_status_and_openai_shape(client, server):
         (openai.BadRequestError, 400, dict(logit_bias={"99999999": 1}), "logit_bias"),
         (openai.BadRequestError, 400, dict(response_format={"type": "json_schema", "json_schema": {
             "name": "x", "schema": {"type": "nonsense"}}}), "response_format"),
+        (openai.BadRequestError, 400, dict(messages=[{"role": "user", "content": "hello " * 9000}]), "messages"),
+        (openai.BadRequestError, 400, dict(response_format={"type": "json_schema", "json_schema": {
+            "name": "deep", "schema": _nested(40)}}), "response_format.json_schema.schema"),
     ]
     for exc, status, kw, param in cases:
         for stream in (False, True):       # errors come before any SSE header, so streams raise too
