@@ -143,14 +143,12 @@ class TorchAttention:
         self.store_kv(k, v, k_cache, v_cache, meta)
         block_size = k_cache.shape[1]
         row_segs = [b for b in range(len(meta.q_lens_cpu)) if is_row_segment(meta, b)]
+        if row_segs and meta.rows is None:                # once per step, reused by every layer
+            meta.rows = build_row_batch(meta, row_segs, block_size, q.device)
         if len(row_segs) == len(meta.q_lens_cpu):          # the common decode / verify step
-            if meta.rows is None:
-                meta.rows = build_row_batch(meta, row_segs, block_size, q.device)
             return row_attention(q, k_cache, v_cache, meta.rows, scale)
         out = self._forward_prefill(q, k_cache, v_cache, meta, scale, set(row_segs))
         if row_segs:
-            if meta.rows is None:
-                meta.rows = build_row_batch(meta, row_segs, block_size, q.device)
             idx = meta.rows.query_index
             out.index_copy_(0, idx, row_attention(q.index_select(0, idx), k_cache, v_cache,
                                                   meta.rows, scale))

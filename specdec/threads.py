@@ -1,9 +1,10 @@
 """CPU thread count: the measured best on an idle machine, and one thread when others are busy.
 
-Measured here (`python -m evals.latency --threads 1` and `--threads 2`): on an idle 2-core
-machine two threads decode faster, but with other processes running, libgomp's barriers turn
-two threads into a collapse (2.4 tok/s against 25.5 with one thread at load average 7, see
-evals/results/). So the engine uses the preferred count only while the rest of the machine is
+Measured on the 2-core AMD EPYC here: idle, two threads decode 1.2-1.3x faster than one
+(`python -m evals.latency --threads 2` vs `--threads 1`: 85.9 vs 67.5 tok/s on MT-bench,
+evals/results/2026-12-01-fastpath-idle-t2 and -t1); with other processes running (load average
+7), libgomp's barriers turned two threads into a collapse (an ad-hoc 64-token chat decode: 2.4
+tok/s with two threads against 25.5 with one). So the engine uses the preferred count only while the rest of the machine is
 quiet, checked at start and again every `interval` seconds from the 1-minute load average
 (less the engine's own threads), and one thread otherwise.
 """

@@ -243,3 +243,23 @@ def test_hybrid_chooses_per_request():
     assert t_rep.token_ids == [3, 4, 5, 6, 7, 1, 2]          # the continuation after "1 2 3"
     assert t_fresh.num_nodes > 1 and hybrid.num_ngram == 1 and hybrid.num_eagle == 1
     assert fresh.spec.num_computed == 9 and repeating.spec.num_computed == 0   # only eagle caught up
+
+
+def test_shards_are_written_atomically_and_a_rerun_resumes(tmp_path):
+    """drafts.train.collect.write_shards: existing shards are kept, only missing ones are made."""
+    import torch
+    from drafts.train.collect import shard_path, write_shards
+    made = []
+
+    def make(i):
+        made.append(i)
+        return {"tokens": [torch.arange(i + 1)]}
+
+    assert write_shards(tmp_path, 3, 10.0, "t", make) == 3 and made == [0, 1, 2]
+    shard_path(tmp_path, 1).unlink()                      # as if interrupted before shard 1 landed
+    made.clear()
+    assert write_shards(tmp_path, 3, 10.0, "t", make) == 3 and made == [1]
+    assert torch.equal(torch.load(shard_path(tmp_path, 2))["tokens"][0], torch.arange(3))
+    assert not list(tmp_path.glob("*.tmp"))
+    made.clear()
+    assert write_shards(tmp_path, 5, -1.0, "t", make) == 3 and made == []  # deadline passed: stop

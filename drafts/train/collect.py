@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 from tqdm import tqdm
@@ -24,6 +25,29 @@ from specdec.sampling_params import SamplingParams
 
 def shard_path(data_dir: Path, i: int) -> Path:
     return data_dir / f"shard_{i:05d}.pt"
+
+
+def write_shards(data_dir: Path, num_shards: int, minutes: float, desc: str,
+                 make_shard: Callable[[int], dict]) -> int:
+    """Write shards 0..num_shards-1 that do not exist yet, each atomically (tmp file + rename, so
+    an interrupted run resumes where it stopped), until `minutes` pass. Returns the shard count."""
+    deadline = time.monotonic() + minutes * 60
+    done = sum(shard_path(data_dir, i).exists() for i in range(num_shards))
+    bar = tqdm(total=num_shards, initial=done, desc=desc, unit="shard")
+    for i in range(num_shards):
+        path = shard_path(data_dir, i)
+        if path.exists():
+            continue
+        if time.monotonic() > deadline:
+            break
+        shard = make_shard(i)
+        tmp = path.with_suffix(".tmp")
+        torch.save(shard, tmp)
+        os.replace(tmp, path)
+        bar.update(1)
+        bar.set_postfix(tokens=sum(len(t) for t in shard["tokens"]))
+    bar.close()
+    return sum(shard_path(data_dir, i).exists() for i in range(num_shards))
 
 
 def chat_ids(tokenizer, text: str) -> list[int]:
@@ -89,28 +113,17 @@ def collect(data_dir: Path, prompts: list[TrainPrompt], layers: tuple[int, ...],
     num_shards = len(prompts) // shard_size
     if max_shards is not None:
         num_shards = min(num_shards, max_shards)
-    deadline = time.monotonic() + minutes * 60
-    done = sum(shard_path(data_dir, i).exists() for i in range(num_shards))
-    bar = tqdm(total=num_shards, initial=done, desc="collect shards", unit="shard")
-    for i in range(num_shards):
-        path = shard_path(data_dir, i)
-        if path.exists():
-            continue
-        if time.monotonic() > deadline:
-            break
+
+    def make_shard(i: int) -> dict:
         batch = [chat_ids(tok, p.text) for p in prompts[i * shard_size:(i + 1) * shard_size]]
         batch = [ids for ids in batch if len(ids) <= max_prompt_tokens]
         outs = llm.generate(prompt_token_ids=batch, sampling_params=params)
         seqs = [ids + list(o.outputs[0].token_ids) for ids, o in zip(batch, outs)]
         feats = capture_features(eng, seqs, layers)
-        tmp = path.with_suffix(".tmp")
-        torch.save({"tokens": [torch.tensor(s, dtype=torch.int32) for s in seqs],
-                    "prompt_len": [len(ids) for ids in batch], "features": feats, "layers": list(layers)}, tmp)
-        os.replace(tmp, path)
-        bar.update(1)
-        bar.set_postfix(tokens=sum(len(s) for s in seqs))
-    bar.close()
-    return sum(shard_path(data_dir, i).exists() for i in range(num_shards))
+        return {"tokens": [torch.tensor(s, dtype=torch.int32) for s in seqs],
+                "prompt_len": [len(ids) for ids in batch], "features": feats, "layers": list(layers)}
+
+    return write_shards(data_dir, num_shards, minutes, "collect shards", make_shard)
 
 
 def collect_prefill(data_dir: Path, convs: list[tuple[str, str]], layers: tuple[int, ...], minutes: float,
@@ -124,15 +137,8 @@ def collect_prefill(data_dir: Path, convs: list[tuple[str, str]], layers: tuple[
     llm = LLM(kv_cache_memory=768 * 2**20, enable_prefix_caching=False)
     eng, tok = llm.engine, llm.tokenizer
     num_shards = len(convs) // shard_size
-    deadline = time.monotonic() + minutes * 60
-    done = sum(shard_path(data_dir, i).exists() for i in range(num_shards))
-    bar = tqdm(total=num_shards, initial=done, desc="prefill shards", unit="shard")
-    for i in range(num_shards):
-        path = shard_path(data_dir, i)
-        if path.exists():
-            continue
-        if time.monotonic() > deadline:
-            break
+
+    def make_shard(i: int) -> dict:
         seqs, plens = [], []
         for user, answer in convs[i * shard_size:(i + 1) * shard_size]:
             prompt = chat_ids(tok, user)
@@ -146,11 +152,7 @@ def collect_prefill(data_dir: Path, convs: list[tuple[str, str]], layers: tuple[
             seqs.append(full[:max_tokens])
             plens.append(len(prompt))
         feats, best = capture_features(eng, seqs, layers, argmax=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save({"tokens": [torch.tensor(s, dtype=torch.int32) for s in seqs], "prompt_len": plens,
-                    "features": feats, "argmax": best, "layers": list(layers)}, tmp)
-        os.replace(tmp, path)
-        bar.update(1)
-        bar.set_postfix(tokens=sum(len(s) for s in seqs))
-    bar.close()
-    return sum(shard_path(data_dir, i).exists() for i in range(num_shards))
+        return {"tokens": [torch.tensor(s, dtype=torch.int32) for s in seqs], "prompt_len": plens,
+                "features": feats, "argmax": best, "layers": list(layers)}
+
+    return write_shards(data_dir, num_shards, minutes, "prefill shards", make_shard)
