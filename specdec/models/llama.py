@@ -77,6 +77,7 @@ class LlamaModel(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.embed_tokens = self.lm_head = None   # built by load_hf_weights
+        self.fused = None                         # FusedLayers when the 4-bit CPU path applies
         self.rope = RotaryEmbedding(cfg.head_dim, max_positions, cfg.rope_theta, cfg.rope_scaling,
                                     dtype=torch.float32, device=device)
         self.to(dtype=dtype, device=device)
@@ -114,6 +115,8 @@ class LlamaModel(nn.Module):
             layer.down_proj = linear([p + "mlp.down_proj.weight"])
         self.to(self.rope.cos.device)
         self.requires_grad_(False)
+        from specdec.models.fused import FusedLayers
+        self.fused = FusedLayers.build(self)    # None: every layer runs DecoderLayer.forward
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, kv: torch.Tensor,
                 meta: AttentionMetadata, attn_backend, capture_layers: tuple[int, ...] = ()
@@ -126,6 +129,11 @@ class LlamaModel(nn.Module):
         The plain path (no capture) does no extra work.
         """
         x = self.embed_tokens(input_ids)
+        if self.fused is not None and self.fused.accepts(kv, attn_backend):
+            x, captured = self.fused.forward(x, positions, kv, meta, attn_backend, capture_layers)
+            if not capture_layers:
+                return self.norm(x)
+            return self.norm(x), torch.cat([captured[i] for i in capture_layers], dim=-1).float()
         cos_sin = self.rope.lookup(positions)
         captured = {}
         for i, layer in enumerate(self.layers):
