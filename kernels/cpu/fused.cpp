@@ -66,6 +66,64 @@ inline v8f exp8(v8f x) {
   return p * scale;
 }
 
+// softmax over p[0:n] in place (p[n:n8] is scratch), returning 1 / sum
+inline float softmax_unnormalized(float* p, int64_t n, float m) {
+  const int64_t n8 = (n + 7) / 8 * 8;
+  for (int64_t j = n; j < n8; ++j) p[j] = m;
+  for (int64_t j = 0; j < n8; j += 8) store8(p + j, exp8(load8(p + j) - splat(m)));
+  for (int64_t j = n; j < n8; ++j) p[j] = 0.f;
+  v8f sum = splat(0.f);
+  for (int64_t j = 0; j < n8; j += 8) sum += load8(p + j);
+  return 1.0f / hsum8(sum);
+}
+
+// one query head over its n keys: o = softmax(q.K^T * scale) V, D a compile-time size
+template <int D>
+void attend_head(const float* q, const float* kc, const float* vc, const int64_t* slots, int64_t n,
+                 int64_t Hkv, int64_t g, float scale, float* p, bf16* o) {
+  constexpr int C = D / 8;
+  v8f qv[C];
+  for (int c = 0; c < C; ++c) qv[c] = load8(q + 8 * c);
+  float m = -INFINITY;
+  for (int64_t j = 0; j < n; ++j) {
+    const float* k = kc + (slots[j] * Hkv + g) * D;
+    v8f a0 = qv[0] * load8(k), a1 = qv[1] * load8(k + 8);
+    for (int c = 2; c < C; c += 2) {
+      a0 += qv[c] * load8(k + 8 * c);
+      a1 += qv[c + 1] * load8(k + 8 * c + 8);
+    }
+    p[j] = hsum8(a0 + a1) * scale;
+    m = p[j] > m ? p[j] : m;
+  }
+  const float inv = softmax_unnormalized(p, n, m);
+  v8f acc[C];
+  for (int c = 0; c < C; ++c) acc[c] = splat(0.f);
+  for (int64_t j = 0; j < n; ++j) {
+    const float* v = vc + (slots[j] * Hkv + g) * D;
+    const v8f pj = splat(p[j]);
+    for (int c = 0; c < C; ++c) acc[c] += pj * load8(v + 8 * c);
+  }
+  for (int c = 0; c < C; ++c)
+    for (int i = 0; i < 8; ++i) o[8 * c + i] = bf16(acc[c][i] * inv);
+}
+
+void attend_head_any(const float* q, const float* kc, const float* vc, const int64_t* slots, int64_t n,
+                     int64_t Hkv, int64_t g, int64_t D, float scale, float* p, bf16* o) {
+  float m = -INFINITY;
+  for (int64_t j = 0; j < n; ++j) {
+    p[j] = dot(q, kc + (slots[j] * Hkv + g) * D, D) * scale;
+    m = p[j] > m ? p[j] : m;
+  }
+  const float inv = softmax_unnormalized(p, n, m);
+  std::vector<float> acc(D, 0.f);
+  for (int64_t j = 0; j < n; ++j) {
+    const float* v = vc + (slots[j] * Hkv + g) * D;
+    const v8f pj = splat(p[j]);
+    for (int64_t d = 0; d < D; d += 8) store8(&acc[d], load8(&acc[d]) + pj * load8(v + d));
+  }
+  for (int64_t d = 0; d < D; ++d) o[d] = bf16(acc[d] * inv);
+}
+
 void check_f32(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.scalar_type() == at::kFloat && t.is_contiguous(), name, " must be contiguous float32");
 }
@@ -204,35 +262,18 @@ at::Tensor row_attention(const at::Tensor& q, const at::Tensor& k_cache, const a
   const float sc = (float)scale;
   // one task per (row, kv head): a row's arithmetic never depends on how tasks are split
   at::parallel_for(0, R * Hkv, 4, [&](int64_t begin, int64_t end) {
-    std::vector<float> p((S + 8) * G);
-    std::vector<float> acc(D);
+    std::vector<float> p(S + 8);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t r = task / Hkv, g = task % Hkv, n = len[r];
+      const int64_t r = task / Hkv, g = task % Hkv;
       const int64_t* slots = ks + r * S;
       for (int64_t h = 0; h < G; ++h) {
         const float* qh = qp + (r * Hq + g * G + h) * D;
-        float* ph = p.data() + h * (S + 8);
-        float m = -INFINITY;
-        for (int64_t j = 0; j < n; ++j) {
-          ph[j] = dot(qh, kc + (slots[j] * Hkv + g) * D, D) * sc;
-          m = ph[j] > m ? ph[j] : m;
-        }
-        // exp in 8-lane chunks; lanes past n are zeroed before the sum
-        const int64_t n8 = (n + 7) / 8 * 8;
-        for (int64_t j = n; j < n8; ++j) ph[j] = m;
-        for (int64_t j = 0; j < n8; j += 8) store8(ph + j, exp8(load8(ph + j) - splat(m)));
-        for (int64_t j = n; j < n8; ++j) ph[j] = 0.f;
-        v8f sum = splat(0.f);
-        for (int64_t j = 0; j < n8; j += 8) sum += load8(ph + j);
-        const float inv = 1.0f / hsum8(sum);
-        std::fill(acc.begin(), acc.end(), 0.f);
-        for (int64_t j = 0; j < n; ++j) {
-          const float* v = vc + (slots[j] * Hkv + g) * D;
-          const v8f pj = splat(ph[j]);
-          for (int64_t d = 0; d < D; d += 8) store8(&acc[d], load8(&acc[d]) + pj * load8(v + d));
-        }
         bf16* o = op + r * Hq * D + (g * G + h) * D;
-        for (int64_t d = 0; d < D; ++d) o[d] = bf16(acc[d] * inv);
+        switch (D) {  // head sizes with accumulators in registers; any multiple of 8 otherwise
+          case 64: attend_head<64>(qh, kc, vc, slots, len[r], Hkv, g, sc, p.data(), o); break;
+          case 128: attend_head<128>(qh, kc, vc, slots, len[r], Hkv, g, sc, p.data(), o); break;
+          default: attend_head_any(qh, kc, vc, slots, len[r], Hkv, g, D, sc, p.data(), o);
+        }
       }
     }
   });
