@@ -312,7 +312,7 @@ class LLMEngine:
                 draft_dst += [slot_of(table, base + i, bs) for i in d_dst]
                 s.num_committed += result.num_accepted
                 self.spec_metrics.record(tree.depths, result.num_accepted)
-                req.accept_ema = self.policy.update(req.accept_ema, max(tree.depths), result.num_accepted)
+                self._after_verify(req, max(tree.depths), result.num_accepted)
         self.runner.commit_kv(src, dst)
         if self.draft_runner is not None:
             self.draft_runner.commit_kv(draft_src, draft_dst)
@@ -446,15 +446,23 @@ class LLMEngine:
         depth = self.policy.depth(req.accept_ema, len(self.scheduler.running))
         if depth == 0:                       # not worth it now: decode plainly, probe now and then
             req.spec_skip_steps += 1
-            if req.spec_skip_steps < self.policy.probe_every:
+            if req.spec_skip_steps < self.policy.probe_every * req.spec_backoff:
                 return 0
             req.spec_skip_steps, depth = 0, 1
+            req.spec_probing = True
         if req.params.num_speculative_tokens is not None:
             depth = min(depth, req.params.num_speculative_tokens)
         return depth * width
 
+    def _after_verify(self, req: Request, depth: int, num_accepted: int) -> None:
+        """Acceptance estimate; a failed probe doubles the wait before the next one."""
+        req.accept_ema = self.policy.update(req.accept_ema, depth, num_accepted)
+        if req.spec_probing:
+            req.spec_backoff = 1 if num_accepted else min(2 * req.spec_backoff, self.policy.max_backoff)
+            req.spec_probing = False
+
     def _calibrate_step_cost(self) -> None:
-        """Seed the cost model: time a one-token and a (K+1)-token forward on a scratch request."""
+        """Seed the cost model: time every verify size of one request on a scratch request."""
         from specdec.scheduler import ScheduledRequest
         k = self.spec_config.num_speculative_tokens * self.spec_config.tree_width
         ctx = 64
@@ -465,7 +473,11 @@ class LLMEngine:
             prefill = SchedulerOutput([ScheduledRequest(req, ctx)])
             self.runner.forward(build_step_inputs(prefill, [None], self.config.block_size, self.config.device))
             req.num_computed_tokens = ctx - 1
-            for tree in [DraftTree.root_only(0), DraftTree.chain(0, [0] * k)] * 2:
+            # every verify size the drafter can ask for of one request (1 + depth * width), twice
+            sizes = [1] + [1 + d * self.spec_config.tree_width
+                           for d in range(1, self.spec_config.num_speculative_tokens + 1)]
+            for m in sizes * 2:
+                tree = DraftTree.chain(0, [0] * (m - 1)) if m > 1 else DraftTree.root_only(0)
                 batch = SchedulerOutput([ScheduledRequest(req, 1, tree.num_nodes - 1)])
                 inputs = build_step_inputs(batch, [tree], self.config.block_size, self.config.device)
                 t0 = time.perf_counter()

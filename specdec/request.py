@@ -45,6 +45,8 @@ class Request:
     spec: Any = None                                      # proposer's per-request state
     accept_ema: float | None = None                       # EMA of accepted draft tokens per step
     spec_skip_steps: int = 0                              # plain steps left before drafting again
+    spec_backoff: int = 1                                 # probe interval multiplier (failed probes)
+    spec_probing: bool = False                            # this step's draft is a probe
     num_preemptions: int = 0
     grammar: Any = None                                   # grammar.matcher.RequestGrammar when constrained
 

@@ -16,8 +16,11 @@ repeating (and lets the n-gram drafter match) is noticed.
 
 `StepCost` is an online least-squares line through the measured step times (the whole step:
 drafting, grammar masks and per-node verification grow with the drafted tokens too; exponential
-forgetting, so a machine that gets busy is followed), seeded by a two-forward calibration at
-engine start.
+forgetting, so a machine that gets busy is followed) times a per-size correction factor: the
+CPU int4 kernel works in blocks of 4 rows, so a 5-token verify costs 2.5x a one-token step
+while a 4-token one costs 1.6x (measured, fused path, 1 thread) -- a step function no line
+fits. The engine seeds both at start by timing every verify size its drafter can ask for.
+A request whose probes keep failing probes less and less often (backoff up to 8x).
 """
 from __future__ import annotations
 
@@ -25,11 +28,16 @@ from dataclasses import dataclass
 
 
 class StepCost:
-    """seconds(num_tokens) ~ c0 + c1 * num_tokens, fitted online."""
+    """seconds(num_tokens): each size's own recent time, scaled by how the fitted line
+    c0 + c1 * num_tokens has moved since that size was last seen; the line alone for sizes
+    never seen."""
 
-    def __init__(self, decay: float = 0.97):
+    def __init__(self, decay: float = 0.97, size_alpha: float = 0.3):
         self.decay = decay
+        self.size_alpha = size_alpha
         self.sw = self.sm = self.smm = self.st = self.smt = 0.0
+        # tokens -> (EMA of its step time, the line's value for it when last observed)
+        self.sizes: dict[int, tuple[float, float]] = {}
 
     def observe(self, num_tokens: int, seconds: float, weight: float = 1.0) -> None:
         d = self.decay
@@ -39,6 +47,9 @@ class StepCost:
         self.smm = d * self.smm + weight * m * m
         self.st = d * self.st + weight * seconds
         self.smt = d * self.smt + weight * m * seconds
+        seen = self.sizes.get(num_tokens)
+        t = seconds if seen is None else seen[0] + min(1.0, self.size_alpha * weight) * (seconds - seen[0])
+        self.sizes[num_tokens] = (t, self.linear(num_tokens))
 
     def coefficients(self) -> tuple[float, float]:
         if self.sw == 0.0:
@@ -49,9 +60,15 @@ class StepCost:
         slope = max(slope, 0.0)
         return max(mean_t - slope * mean_m, 1e-6), slope
 
-    def predict(self, num_tokens: int) -> float:
+    def linear(self, num_tokens: int) -> float:
         c0, c1 = self.coefficients()
         return c0 + c1 * num_tokens
+
+    def predict(self, num_tokens: int) -> float:
+        seen = self.sizes.get(num_tokens)
+        if seen is None:
+            return self.linear(num_tokens)
+        return seen[0] * self.linear(num_tokens) / seen[1]
 
 
 def expected_accepted(a: float, k: int) -> float:
@@ -68,6 +85,7 @@ class SpeculationPolicy:
     alpha: float = 0.3             # EMA weight of the newest step's acceptance
     margin: float = 1.05           # speedup a depth must promise over plain decoding
     probe_every: int = 8           # plain steps before a one-token probe
+    max_backoff: int = 8           # a failing request probes at most every probe_every * this
 
     def depth(self, acceptance: float | None, num_running: int) -> int:
         """Draft depth for a request with acceptance estimate `acceptance` (None = no history)

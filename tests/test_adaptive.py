@@ -90,3 +90,44 @@ def test_metrics_arithmetic():
     assert (m.num_drafted, m.num_accepted, m.num_emitted, m.num_forwards) == (5, 2, 4, 2)
     assert m.tau == 2.0 and m.acceptance_rate == pytest.approx(0.4)
     assert m.drafted_per_depth == [2, 1, 1] and m.accepted_per_depth == [1, 1, 0]
+
+
+def test_step_cost_learns_a_step_function_the_line_cannot():
+    """int4 kernels work in blocks of 4 rows: 4 tokens cost 1.6x one, 5 tokens 2.5x (measured)."""
+    measured = {1: 4.75, 2: 5.4, 3: 6.4, 4: 7.4, 5: 11.7}
+    cost = StepCost()
+    for _ in range(3):
+        for m, ms in measured.items():
+            cost.observe(m, ms / 1000)
+    for m, ms in measured.items():
+        assert cost.predict(m) == pytest.approx(ms / 1000, rel=0.1)
+    policy = SpeculationPolicy(max_depth=4, cost=cost)
+    assert policy.depth(0.8, 1) == 3             # depth 4 would pay for a second row block
+
+
+def test_failed_probes_back_off(tiny_llm):
+    from specdec import LLM, SamplingParams
+    from specdec.request import Request
+    llm = LLM(model=tiny_llm.engine.config.model, dtype="float32", num_kv_blocks=32,
+              speculative_config={"method": "ngram", "num_speculative_tokens": 2})
+    eng = llm.engine
+    eng.policy.cost = _linear_cost(0.010, 0.010)   # drafting does not pay at low acceptance
+    req = Request("x", [5, 6, 7], SamplingParams(), eng.eos_token_ids)
+    req.accept_ema = 0.0
+
+    def steps_to_probe():
+        n = 1
+        while eng._lookahead(req) == 0:
+            n += 1
+        return n
+
+    every = eng.policy.probe_every
+    waits = []
+    for _ in range(5):                           # every probe fails
+        waits.append(steps_to_probe())
+        eng._after_verify(req, 1, 0)
+    assert waits == [every, 2 * every, 4 * every, 8 * every, 8 * every]
+    steps_to_probe()
+    eng._after_verify(req, 1, 1)                 # a probe succeeds: back to the short wait
+    req.accept_ema = 0.0
+    assert steps_to_probe() == every
