@@ -448,6 +448,8 @@ class LLMEngine:
             req.spec_skip_steps += 1
             if req.spec_skip_steps < self.policy.probe_every * req.spec_backoff:
                 return 0
+            if not self.policy.probe_is_cheap(len(self.scheduler.running)):
+                return 0                     # e.g. one more token would open a new int4 row block
             req.spec_skip_steps, depth = 0, 1
             req.spec_probing = True
         if req.params.num_speculative_tokens is not None:

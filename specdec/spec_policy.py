@@ -86,6 +86,7 @@ class SpeculationPolicy:
     margin: float = 1.05           # speedup a depth must promise over plain decoding
     probe_every: int = 8           # plain steps before a one-token probe
     max_backoff: int = 8           # a failing request probes at most every probe_every * this
+    probe_max_cost: float = 1.25   # skip a probe that would make the step dearer than this
 
     def depth(self, acceptance: float | None, num_running: int) -> int:
         """Draft depth for a request with acceptance estimate `acceptance` (None = no history)
@@ -101,6 +102,13 @@ class SpeculationPolicy:
             if speedup > best:
                 best_k, best = k, speedup
         return best_k
+
+    def probe_is_cheap(self, num_running: int) -> bool:
+        """A one-token probe costs at most `probe_max_cost` x the plain step it joins."""
+        if self.cost is None:
+            return True
+        b = max(num_running, 1)
+        return self.cost.predict(b + 1) <= self.probe_max_cost * self.cost.predict(b)
 
     def update(self, acceptance: float | None, depth: int, num_accepted: int) -> float:
         """New acceptance estimate after a step that drafted `depth` and accepted `num_accepted`.

@@ -111,13 +111,13 @@ def test_failed_probes_back_off(tiny_llm):
     llm = LLM(model=tiny_llm.engine.config.model, dtype="float32", num_kv_blocks=32,
               speculative_config={"method": "ngram", "num_speculative_tokens": 2})
     eng = llm.engine
-    eng.policy.cost = _linear_cost(0.010, 0.010)   # drafting does not pay at low acceptance
+    eng.policy.cost = _linear_cost(0.010, 0.001)   # a probe is cheap, drafting at a=0 never pays
     req = Request("x", [5, 6, 7], SamplingParams(), eng.eos_token_ids)
     req.accept_ema = 0.0
 
     def steps_to_probe():
         n = 1
-        while eng._lookahead(req) == 0:
+        while eng._lookahead(req) == 0 and n < 1000:   # bounded: a bug fails, never hangs
             n += 1
         return n
 
@@ -131,3 +131,13 @@ def test_failed_probes_back_off(tiny_llm):
     eng._after_verify(req, 1, 1)                 # a probe succeeds: back to the short wait
     req.accept_ema = 0.0
     assert steps_to_probe() == every
+
+
+def test_probe_skipped_where_one_more_token_opens_a_new_row_block():
+    cost = StepCost()
+    for _ in range(2):
+        for m, ms in {1: 4.75, 2: 5.4, 4: 7.4, 5: 11.7}.items():
+            cost.observe(m, ms / 1000)
+    policy = SpeculationPolicy(max_depth=4, cost=cost)
+    assert policy.probe_is_cheap(1)              # 2 tokens cost 1.14x one
+    assert not policy.probe_is_cheap(4)          # 5 tokens cost 1.6x four
