@@ -31,11 +31,14 @@ def mixed_prompts(tokenizer, workloads: list[str], count: int) -> list[list[int]
 
 
 def sweep(specs, prompts: list[list[int]], batches: list[int], max_tokens: int,
-          notes: list[str]) -> dict[str, dict]:
+          notes: list[str], repeats: int = 1) -> dict[str, dict]:
     """{system: {batch: BatchResult}}; {} for a system that cannot run (with a note).
 
     Systems take turns batch size by batch size, for the same reason as the
-    batch-1 harness: load drift on a shared machine spreads over every row.
+    batch-1 harness: load drift on a shared machine spreads over every row. With
+    `repeats` > 1 every system runs each batch that many times, in alternation, and
+    the median run (by tok/s) is kept: run-to-run noise here is ~5%, more than the
+    differences the sweep is meant to show.
     """
     results: dict[str, dict] = {spec.system: {} for spec in specs}
     runners = {}
@@ -52,16 +55,22 @@ def sweep(specs, prompts: list[list[int]], batches: list[int], max_tokens: int,
             notes.append(f"{spec.system}: error: {type(e).__name__}: {e}")
             runners.pop(spec.system, None)
     for turn, b in enumerate(batches):
-        names = list(runners)
-        for name in names[turn % max(len(names), 1):] + names[:turn % max(len(names), 1)]:
-            try:
-                results[name][b] = runners[name].generate_batch(prompts[:b], max_tokens, True)
-                log(f"{name} batch {b}: {results[name][b].output_tok_s:.1f} tok/s")
-            except Exception as e:
-                traceback.print_exc()
-                notes.append(f"{name}: error at batch {b}: {type(e).__name__}: {e}")
-                results[name] = {}
-                runners.pop(name).close()
+        runs: dict[str, list] = {}
+        for _ in range(repeats):
+            names = list(runners)
+            for name in names[turn % max(len(names), 1):] + names[:turn % max(len(names), 1)]:
+                try:
+                    res = runners[name].generate_batch(prompts[:b], max_tokens, True)
+                    runs.setdefault(name, []).append(res)
+                    log(f"{name} batch {b}: {res.output_tok_s:.1f} tok/s")
+                except Exception as e:
+                    traceback.print_exc()
+                    notes.append(f"{name}: error at batch {b}: {type(e).__name__}: {e}")
+                    results[name] = {}
+                    runs.pop(name, None)
+                    runners.pop(name).close()
+        for name, got in runs.items():
+            results[name][b] = sorted(got, key=lambda r: r.output_tok_s)[len(got) // 2]
     for runner in runners.values():
         runner.close()
     return results
@@ -86,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--speculators", nargs="+", metavar="PREFIX",
                    help="only the specdec speculators whose name starts with one of these (default all)")
     p.add_argument("--no-hf", action="store_true", help="leave out the HF batched generate reference")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="runs per system and batch, alternating; the median is reported")
     args = cli.finish_args(p.parse_args(argv))
     s = cli.settings(args)
     tokenizer = load_hf_tokenizer(s.files)
@@ -97,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_hf:
         specs += hf_specs(s, tokenizer.eos_token_id, assisted=False)
 
-    results, status = sweep(specs, prompts, args.batches, args.max_tokens, notes), {}
+    results, status = sweep(specs, prompts, args.batches, args.max_tokens, notes, args.repeats), {}
+    if args.repeats > 1:
+        notes.append(f"each cell: the median of {args.repeats} runs, systems alternating")
     for spec in specs:
         if not results[spec.system]:
             status[spec.system] = SKIPPED
