@@ -2,9 +2,9 @@
 
     python -m evals.profile_step [--tokens 64] [--threads 1] [--quantization auto|none] [--out DIR]
 
-Prints ms per token in matmuls / attention / everything else (self CPU time of the aten ops,
-classified by name), aten op calls per token, and the wall time per token (which also counts
-the Python between ops). Runs against whatever `specdec` is importable, so the same script
+Prints ms per token in matmuls / attention / everything else (self CPU time of the aten ops
+and of the fused specdec:: C++ ops, classified by name), op calls per token, and the wall
+time per token (which also counts the Python between ops: `untracked`). Runs against whatever `specdec` is importable, so the same script
 profiles an older checkout: `PYTHONPATH=<old checkout> python <this file>`.
 """
 from __future__ import annotations
@@ -17,7 +17,8 @@ import time
 import torch
 
 MATMUL = ("_weight_int4pack_mm", "_weight_int8pack_mm", "aten::mm", "aten::addmm", "aten::linear")
-ATTENTION = ("aten::bmm", "scaled_dot_product", "flash_attention", "aten::softmax", "aten::_softmax")
+ATTENTION = ("aten::bmm", "scaled_dot_product", "flash_attention", "aten::softmax", "aten::_softmax",
+             "specdec::row_attention")
 
 
 def classify(name: str) -> str:
@@ -40,7 +41,10 @@ def main() -> None:
     from torch.profiler import ProfilerActivity, profile
 
     from specdec import LLM, SamplingParams
-    kw = {} if args.quantization == "auto" else {"quantization": None, "dtype": "float32"}
+    # num_threads pins the engine's thread count (its ThreadGuard would pick one otherwise)
+    kw = {"num_threads": args.threads}
+    if args.quantization != "auto":
+        kw.update(quantization=None, dtype="float32")
     try:
         llm = LLM(**kw)
     except TypeError:                      # an older checkout without `quantization`
@@ -56,14 +60,15 @@ def main() -> None:
     ms = {"matmul": 0.0, "attention": 0.0, "other": 0.0}
     calls = 0
     for ev in prof.key_averages():
-        if not ev.key.startswith("aten::"):
+        if not ev.key.startswith(("aten::", "specdec::")):   # specdec:: = the fused C++ ops
             continue
         ms[classify(ev.key)] += ev.self_cpu_time_total / 1e3 / args.tokens
         calls += ev.count
     result = {"label": args.label, "threads": args.threads, "quantization": args.quantization,
               "loadavg_1m": round(os.getloadavg()[0], 2), "wall_ms_per_token": round(wall * 1e3, 2),
               **{f"{k}_ms_per_token": round(v, 2) for k, v in ms.items()},
-              "aten_calls_per_token": round(calls / args.tokens, 1)}
+              "untracked_ms_per_token": round(wall * 1e3 - sum(ms.values()), 2),   # Python, engine
+              "op_calls_per_token": round(calls / args.tokens, 1)}
     print(json.dumps(result, indent=1))
     if args.out:
         os.makedirs(args.out, exist_ok=True)

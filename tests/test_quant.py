@@ -8,8 +8,9 @@ from gguf import GGMLQuantizationType
 from gguf.quants import dequantize, quantize as gguf_quantize
 
 from specdec.loader.gguf_file import QWEIGHT_TYPES, quantized_tensor, read_header
-from specdec.models.quant import (DenseLinear, Int4Linear, Int8Linear, QuantEmbedding, QWeight,
-                                  from_gguf_blocks, make_linear, quantize_int4, quantize_int8)
+from specdec.models.quant import (DenseLinear, Int4Linear, Int8Linear, Q8BlockLinear, QuantEmbedding, QWeight,
+                                  from_gguf_blocks, make_linear, quantize_int4, quantize_int8,
+                                  quantize_q8_0)
 
 
 @pytest.mark.parametrize("kind", QWEIGHT_TYPES)
@@ -40,23 +41,34 @@ def _weights(n=960, k=576, seed=0):
     return torch.randn(n, k, generator=g) * 0.05
 
 
-@pytest.mark.parametrize("make", [lambda w: Int4Linear(quantize_int4(w), None),
-                                  lambda w: Int8Linear(quantize_int8(w), None)], ids=["int4", "int8"])
-def test_quantized_linear_is_close_to_its_dequantized_weight(make):
+def _q8_block(w):
+    from kernels.cpu import load
+    ops = load()
+    if ops is None:
+        pytest.skip("fused CPU ops did not build (see kernels/cpu)")
+    return Q8BlockLinear(quantize_q8_0(w), None, ops)
+
+
+MAKERS = [(lambda w: Int4Linear(quantize_int4(w), None), quantize_int4),
+          (lambda w: Int8Linear(quantize_int8(w), None), quantize_int8),
+          (_q8_block, quantize_q8_0)]
+
+
+@pytest.mark.parametrize("make,quant", MAKERS, ids=["int4", "int8", "q8_0"])
+def test_quantized_linear_is_close_to_its_dequantized_weight(make, quant):
     w = _weights()
     lin = make(w)
     x = torch.randn(5, w.shape[1])
-    qw = quantize_int4(w) if isinstance(lin, Int4Linear) else quantize_int8(w)
+    qw = quant(w)
     ref = x @ qw.dequantize().t()
     got = lin(x)
     assert got.dtype == torch.float32
-    # bf16 activations and outputs: ~3 significant digits
+    # bf16 (int4, int8) or int8-per-block (q8_0) activations: ~2-3 significant digits
     assert (got - ref).abs().max() < 0.02 * ref.abs().max()
 
 
-@pytest.mark.parametrize("make", [lambda w: Int4Linear(quantize_int4(w), None),
-                                  lambda w: Int8Linear(quantize_int8(w), None)], ids=["int4", "int8"])
-def test_quantized_linear_rows_do_not_depend_on_the_batch(make):
+@pytest.mark.parametrize("make,quant", MAKERS, ids=["int4", "int8", "q8_0"])
+def test_quantized_linear_rows_do_not_depend_on_the_batch(make, quant):
     """Row i of an M-row matmul equals row i computed alone, bit for bit, for M = 1..33:
     what lets a verify step over K+1 tokens reproduce K+1 one-token steps exactly."""
     lin = make(_weights())
@@ -95,8 +107,11 @@ def test_q8_0_split_into_two_int4_halves_is_exact_in_the_weights():
     from specdec.models.quant import Int8SplitLinear
     w = (torch.randn(256, 128) * 0.05).numpy()
     qw = from_gguf_blocks(gq(w, GGMLQuantizationType.Q8_0), "Q8_0", (256, 128))
-    lin = make_linear([qw], None, "auto", torch.float32)
-    assert isinstance(lin, Int8SplitLinear)
+    from kernels.cpu import load
+    # the fused q8 op where kernels/cpu built; the split (eager fallback) otherwise
+    picked = make_linear([qw], None, "auto", torch.float32)
+    assert isinstance(picked, Q8BlockLinear if load() is not None else Int8SplitLinear)
+    lin = Int8SplitLinear(qw, None)
     x = torch.randn(7, 128).to(torch.bfloat16).float()        # bf16-representable input
     ref = x @ qw.dequantize().t()
     assert (lin(x) - ref).abs().max() < 0.01 * ref.abs().max()

@@ -35,7 +35,9 @@ def _cpu_flags() -> set[str]:
 
 
 def cflags() -> list[str]:
-    flags = ["-O3"]
+    # -fopenmp: at::parallel_for is an inline `#pragma omp parallel`; the extension then links
+    # libgomp.so.1, which resolves to the copy torch already loaded (one thread pool)
+    flags = ["-O3", "-fopenmp"]
     if platform.machine() in ("x86_64", "AMD64") and {"avx2", "fma"} <= _cpu_flags():
         flags += ["-mavx2", "-mfma"]
     return flags
@@ -53,6 +55,7 @@ def load(verbose: bool = False):
         from torch.utils.cpp_extension import load as build
         BUILD_DIR.mkdir(exist_ok=True)
         _module = build(name=NAME, sources=[str(HERE / "fused.cpp")], extra_cflags=cflags(),
+                        extra_ldflags=["-fopenmp"],
                         build_directory=str(BUILD_DIR), verbose=verbose)
     except Exception as e:  # no compiler / ninja: keep the eager path, say so once
         _error = f"{type(e).__name__}: {e}"

@@ -15,8 +15,12 @@
 // x86 int4 kernel wants); KV caches [blocks, block_size, Hkv, D] float32.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include <ATen/record_function.h>
 
 #include <cmath>
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#endif
 #include <cstring>
 #include <vector>
 
@@ -43,12 +47,22 @@ inline float dot(const float* a, const float* b, int64_t n) {
 }
 
 // exp on 8 lanes: Cody-Waite range reduction + degree-6 polynomial (relative error ~2e-7).
-// Inputs are <= 0 here (scores minus their max); below -87 the result flushes to 0.
+// Inputs are clamped to [-87.3, 88]: tiny and huge, never inf, NaN or a wrapped exponent.
 typedef int v8i __attribute__((vector_size(32)));
+typedef unsigned short v8u16 __attribute__((vector_size(16)));
+typedef unsigned int v8u32 __attribute__((vector_size(32)));
+
+inline v8f load8_bf16(const bf16* p) {   // bf16 -> float is a 16-bit shift
+  v8u16 h; std::memcpy(&h, p, sizeof(h));
+  v8u32 w = __builtin_convertvector(h, v8u32) << 16;
+  v8f f; std::memcpy(&f, &w, sizeof(f));
+  return f;
+}
 
 inline v8f exp8(v8f x) {
-  const v8f lo = splat(-87.3f);
+  const v8f lo = splat(-87.3f), hi = splat(88.0f);
   x = x < lo ? lo : x;
+  x = x > hi ? hi : x;
   v8f t = x * splat(1.44269504088896341f) + splat(0.5f);
   v8f n = __builtin_convertvector(__builtin_convertvector(t, v8i), v8f);  // trunc
   n = n > t ? n - splat(1.0f) : n;                                          // -> floor
@@ -143,6 +157,7 @@ void rms_norm_row(const float* x, const float* w, bf16* out, int64_t H, float ep
 // ---- elementwise ops ------------------------------------------------------------------
 
 at::Tensor rms_norm_bf16(const at::Tensor& x, const at::Tensor& w, double eps) {
+  RECORD_FUNCTION("specdec::rms_norm_bf16", std::vector<c10::IValue>());
   check_f32(x, "x"); check_f32(w, "w");
   const int64_t T = x.size(0), H = x.size(1);
   TORCH_CHECK(H % 8 == 0, "hidden size must be a multiple of 8");
@@ -155,6 +170,7 @@ at::Tensor rms_norm_bf16(const at::Tensor& x, const at::Tensor& w, double eps) {
 
 // x += y (in place, y bf16), then rms_norm_bf16(x)
 at::Tensor add_rms_norm_bf16(at::Tensor& x, const at::Tensor& y, const at::Tensor& w, double eps) {
+  RECORD_FUNCTION("specdec::add_rms_norm_bf16", std::vector<c10::IValue>());
   check_f32(x, "x"); check_bf16(y, "y"); check_f32(w, "w");
   const int64_t T = x.size(0), H = x.size(1);
   TORCH_CHECK(y.size(0) == T && y.size(1) == H, "x and y shapes differ");
@@ -169,6 +185,7 @@ at::Tensor add_rms_norm_bf16(at::Tensor& x, const at::Tensor& y, const at::Tenso
 
 // x += y (in place, y bf16)
 void add_bf16_(at::Tensor& x, const at::Tensor& y) {
+  RECORD_FUNCTION("specdec::add_bf16_", std::vector<c10::IValue>());
   check_f32(x, "x"); check_bf16(y, "y");
   TORCH_CHECK(x.numel() == y.numel(), "x and y sizes differ");
   float* xp = x.data_ptr<float>();
@@ -178,16 +195,26 @@ void add_bf16_(at::Tensor& x, const at::Tensor& y) {
 
 // gu: [T, 2I] bf16 (gate | up) -> bf16(silu(gate) * up): [T, I]
 at::Tensor silu_mul_bf16(const at::Tensor& gu) {
+  RECORD_FUNCTION("specdec::silu_mul_bf16", std::vector<c10::IValue>());
   check_bf16(gu, "gu");
   const int64_t T = gu.size(0), I = gu.size(1) / 2;
   auto out = at::empty({T, I}, gu.options());
   const bf16* g = gu.data_ptr<bf16>();
   bf16* o = out.data_ptr<bf16>();
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t i = 0; i < I; ++i) {
-      float a = (float)g[t * 2 * I + i], b = (float)g[t * 2 * I + I + i];
+  for (int64_t t = 0; t < T; ++t) {
+    const bf16* gate = g + t * 2 * I;
+    const bf16* up = gate + I;
+    int64_t i = 0;
+    for (; i + 8 <= I; i += 8) {          // silu(a) = a / (1 + exp(-a)), 8 lanes at a time
+      const v8f a = load8_bf16(gate + i), b = load8_bf16(up + i);
+      const v8f y = a / (splat(1.0f) + exp8(-a)) * b;
+      for (int k = 0; k < 8; ++k) o[t * I + i + k] = bf16(y[k]);
+    }
+    for (; i < I; ++i) {
+      const float a = (float)gate[i], b = (float)up[i];
       o[t * I + i] = bf16(a / (1.0f + std::exp(-a)) * b);
     }
+  }
   return out;
 }
 
@@ -196,6 +223,7 @@ at::Tensor silu_mul_bf16(const at::Tensor& gu) {
 at::Tensor rope_store(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin,
                       const at::Tensor& positions, at::Tensor& k_cache, at::Tensor& v_cache,
                       const at::Tensor& slots, int64_t Hq, int64_t Hkv) {
+  RECORD_FUNCTION("specdec::rope_store", std::vector<c10::IValue>());
   check_bf16(qkv, "qkv"); check_f32(cos, "cos"); check_f32(sin, "sin");
   check_f32(k_cache, "k_cache"); check_f32(v_cache, "v_cache");
   TORCH_CHECK(positions.scalar_type() == at::kLong && slots.scalar_type() == at::kLong, "int64 indices");
@@ -240,6 +268,7 @@ at::Tensor rope_store(const at::Tensor& qkv, const at::Tensor& cos, const at::Te
 // order). Returns [R, Hq * D] bfloat16 (the o-projection's input).
 at::Tensor row_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
                          const at::Tensor& key_slots, const at::Tensor& lengths, double scale) {
+  RECORD_FUNCTION("specdec::row_attention", std::vector<c10::IValue>());
   check_f32(q, "q"); check_f32(k_cache, "k_cache"); check_f32(v_cache, "v_cache");
   TORCH_CHECK(key_slots.scalar_type() == at::kLong && key_slots.is_contiguous(), "key_slots int64");
   TORCH_CHECK(lengths.scalar_type() == at::kLong, "lengths int64");
@@ -261,7 +290,7 @@ at::Tensor row_attention(const at::Tensor& q, const at::Tensor& k_cache, const a
   }
   const float sc = (float)scale;
   // one task per (row, kv head): a row's arithmetic never depends on how tasks are split
-  at::parallel_for(0, R * Hkv, 4, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, R * Hkv, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> p(S + 8);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t r = task / Hkv, g = task % Hkv;
@@ -274,6 +303,72 @@ at::Tensor row_attention(const at::Tensor& q, const at::Tensor& k_cache, const a
           case 128: attend_head<128>(qh, kc, vc, slots, len[r], Hkv, g, sc, p.data(), o); break;
           default: attend_head_any(qh, kc, vc, slots, len[r], Hkv, g, D, sc, p.data(), o);
         }
+      }
+    }
+  });
+  return out;
+}
+
+// ---- Q8_0 linear (the tied LM head) ---------------------------------------------------
+
+// x [M, K] float32 or bfloat16; w [N, K] int8 with one float32 scale per 32 weights along K
+// (GGUF Q8_0, exactly). Like llama.cpp's q8_0 x q8_0 dot: each row of x is quantized to
+// int8 in blocks of 32 (scale max|x| / 127, round to nearest), integer dot products per
+// block, float accumulation over blocks in order. Returns [M, N] float32. Each output is a
+// function of its own row of x and row of w only (threads split N), so rows are invariant.
+at::Tensor q8_linear(const at::Tensor& x_in, const at::Tensor& w, const at::Tensor& scales) {
+  RECORD_FUNCTION("specdec::q8_linear", std::vector<c10::IValue>());
+  TORCH_CHECK(w.scalar_type() == at::kChar && w.is_contiguous(), "w must be contiguous int8");
+  check_f32(scales, "scales");
+  const at::Tensor x = x_in.to(at::kFloat).contiguous();
+  const int64_t M = x.size(0), K = x.size(1), N = w.size(0), B = K / 32;
+  TORCH_CHECK(K % 32 == 0 && w.size(1) == K && scales.size(0) == N && scales.size(1) == B, "bad Q8_0 shapes");
+  std::vector<int8_t> xq(M * K);
+  std::vector<float> xd(M * B);
+  const float* xp = x.data_ptr<float>();
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t b = 0; b < B; ++b) {
+      const float* src = xp + m * K + b * 32;
+      float amax = 0.f;
+      for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(src[i]));
+      const float d = amax / 127.f, id = d > 0.f ? 1.f / d : 0.f;
+      xd[m * B + b] = d;
+      for (int i = 0; i < 32; ++i) xq[m * K + b * 32 + i] = (int8_t)std::nearbyint(src[i] * id);
+    }
+  auto out = at::empty({M, N}, x.options());
+  float* op = out.data_ptr<float>();
+  const int8_t* wp = w.data_ptr<int8_t>();
+  const float* sp = scales.data_ptr<float>();
+  at::parallel_for(0, N, 256, [&](int64_t n0, int64_t n1) {
+    for (int64_t n = n0; n < n1; ++n) {
+      const int8_t* wr = wp + n * K;
+      const float* sr = sp + n * B;
+      for (int64_t m = 0; m < M; ++m) {
+        const int8_t* xr = xq.data() + m * K;
+        const float* dr = xd.data() + m * B;
+#if defined(__AVX2__) && defined(__FMA__)
+        __m256 acc = _mm256_setzero_ps();
+        const __m256i ones = _mm256_set1_epi16(1);
+        for (int64_t b = 0; b < B; ++b) {
+          const __m256i wv = _mm256_loadu_si256((const __m256i*)(wr + b * 32));
+          const __m256i xv = _mm256_loadu_si256((const __m256i*)(xr + b * 32));
+          const __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(xv, xv), _mm256_sign_epi8(wv, xv));
+          const __m256 pf = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
+          acc = _mm256_fmadd_ps(pf, _mm256_set1_ps(sr[b] * dr[b]), acc);
+        }
+        v8f a; std::memcpy(&a, &acc, sizeof(a));
+        op[m * N + n] = hsum8(a);
+#else
+        v8f acc = splat(0.f);
+        for (int64_t b = 0; b < B; ++b) {
+          int32_t lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+          for (int i = 0; i < 32; ++i) lane[(i / 4) % 8] += (int32_t)wr[b * 32 + i] * xr[b * 32 + i];
+          v8f pf{(float)lane[0], (float)lane[1], (float)lane[2], (float)lane[3],
+                 (float)lane[4], (float)lane[5], (float)lane[6], (float)lane[7]};
+          acc += pf * splat(sr[b] * dr[b]);
+        }
+        op[m * N + n] = hsum8(acc);
+#endif
       }
     }
   });
@@ -295,6 +390,7 @@ at::Tensor forward_rows(at::Tensor x, const at::Tensor& positions, const at::Ten
                         const at::Tensor& key_slots, const at::Tensor& lengths,
                         const std::vector<at::Tensor>& weights, int64_t group, double eps,
                         double scale, int64_t Hq, int64_t Hkv) {
+  RECORD_FUNCTION("specdec::forward_rows", std::vector<c10::IValue>());
   check_f32(x, "x"); check_f32(kv, "kv");
   const int64_t L = kv.size(0);
   TORCH_CHECK((int64_t)weights.size() == 10 * L, "expected 10 weights per layer");
@@ -319,4 +415,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rope_store", &rope_store);
   m.def("row_attention", &row_attention);
   m.def("forward_rows", &forward_rows);
+  m.def("q8_linear", &q8_linear);
 }
