@@ -16,7 +16,8 @@ import time
 
 import torch
 
-MATMUL = ("_weight_int4pack_mm", "_weight_int8pack_mm", "aten::mm", "aten::addmm", "aten::linear")
+MATMUL = ("_weight_int4pack_mm", "_weight_int8pack_mm", "aten::mm", "aten::addmm", "aten::linear",
+          "specdec::q8_linear")
 ATTENTION = ("aten::bmm", "scaled_dot_product", "flash_attention", "aten::softmax", "aten::_softmax",
              "specdec::row_attention")
 

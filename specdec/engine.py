@@ -26,7 +26,7 @@ from specdec.sampler import (RowContext, apply_penalties_and_bias, apply_token_b
                              target_probs)
 from specdec.sampling_params import SamplingParams
 from specdec.scheduler import Scheduler, SchedulerOutput
-from specdec.spec_policy import SpeculationPolicy, StepCost
+from specdec.spec_policy import SpeculationPolicy, StepCost, expected_accepted
 from specdec.speculative import SpecMetrics, SpeculativeConfig
 from specdec.threads import ThreadGuard
 from specdec.validation import check_token_ids
@@ -92,6 +92,7 @@ class LLMEngine:
         self.grammar = GrammarStage(self.tokenizer, mc.vocab_size, self.spec_metrics)
         self.step_cost = StepCost()
         self.policy = None
+        self._plan: list | None = None       # this step's [tokens planned, tokens expected]
         if self.spec_config is not None:
             sc = self.spec_config
             self.policy = SpeculationPolicy(sc.num_speculative_tokens, sc.tree_width,
@@ -177,6 +178,7 @@ class LLMEngine:
     # ---- the step -----------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
         failed = self.admit_compiled()
+        self._plan = None                    # per-step drafting plan, built by _lookahead
         batch = self.scheduler.schedule()
         if batch.is_empty:
             self.grammar.wait(0.05)
@@ -438,22 +440,29 @@ class LLMEngine:
         return DraftModelProposer(self.draft_runner, sc.num_speculative_tokens, sc.tree_width, sc.tree_topk)
 
     def _lookahead(self, req: Request) -> int:
-        """Draft slots for `req` this step: depth x width, depth chosen by the policy."""
+        """Draft slots for `req` this step: depth x width, depth chosen by the policy against
+        what the step already holds (`_plan`: tokens planned, tokens expected out)."""
         if self.proposer is None:
             return 0
         k = self.spec_config.num_speculative_tokens
         width = self.proposer.max_lookahead(req) // k
-        depth = self.policy.depth(req.accept_ema, len(self.scheduler.running))
+        if self._plan is None:               # first request of this step: one token each
+            n = max(len(self.scheduler.running), 1)
+            self._plan = [n, float(n)]
+        depth = self.policy.depth(req.accept_ema, *self._plan)
         if depth == 0:                       # not worth it now: decode plainly, probe now and then
             req.spec_skip_steps += 1
             if req.spec_skip_steps < self.policy.probe_every * req.spec_backoff:
                 return 0
-            if not self.policy.probe_is_cheap(len(self.scheduler.running)):
+            if not self.policy.probe_is_cheap(self._plan[0]):
                 return 0                     # e.g. one more token would open a new int4 row block
             req.spec_skip_steps, depth = 0, 1
             req.spec_probing = True
         if req.params.num_speculative_tokens is not None:
             depth = min(depth, req.params.num_speculative_tokens)
+        a = self.policy.prior_acceptance if req.accept_ema is None else req.accept_ema
+        self._plan[0] += depth * width
+        self._plan[1] += expected_accepted(a, depth)
         return depth * width
 
     def _after_verify(self, req: Request, depth: int, num_accepted: int) -> None:

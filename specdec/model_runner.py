@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from specdec.attention import AttentionMetadata, PAD_ID
+from specdec.attention import AttentionMetadata, PAD_ID, pack_tree_mask
 from specdec.draft_tree import DraftTree
 from specdec.request import Request
 from specdec.scheduler import SchedulerOutput
@@ -41,8 +41,17 @@ def slot_of(block_table: list[int], position: int, block_size: int) -> int:
 
 
 def causal_segment(req: Request, start: int, num_new: int, want_last: bool) -> Segment:
-    return Segment(req.token_ids[start:start + num_new], list(range(start, start + num_new)), start,
-                   req.block_table, None, [num_new - 1] if want_last else [])
+    """A prefill chunk (or decode token). Generated tokens recomputed after a preemption are
+    a chain-shaped "tree": they take the row path, as when they were first decoded one at a
+    time, so recomputing them gives the same bits (prefill chunks go through SDPA, whose
+    rounding depends on the chunk; the scheduler never mixes prompt and generated tokens
+    in one chunk)."""
+    ids, positions = req.token_ids[start:start + num_new], list(range(start, start + num_new))
+    logit_rows = [num_new - 1] if want_last else []
+    if num_new > 1 and start >= req.num_prompt_tokens:
+        chain = pack_tree_mask(torch.ones(num_new, num_new, dtype=torch.bool).tril())
+        return Segment(ids, positions, start, req.block_table, chain, logit_rows)
+    return Segment(ids, positions, start, req.block_table, None, logit_rows)
 
 
 def tree_segment(req: Request, tree: DraftTree) -> Segment:

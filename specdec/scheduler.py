@@ -65,7 +65,7 @@ class Scheduler:
         kept: list[Request] = []
         while queue:
             req = queue.pop(0)
-            num_new = min(req.num_tokens - req.num_computed_tokens, budget)
+            num_new = min(self._chunk_end(req) - req.num_computed_tokens, budget)
             if num_new <= 0:
                 kept.append(req)           # budget spent; runs next step
                 continue
@@ -93,7 +93,7 @@ class Scheduler:
             if not req.block_table:
                 req.num_computed_tokens = self.bm.match_prefix(req)
                 req.metrics.num_cached_prompt_tokens = req.num_computed_tokens
-            num_new = min(req.num_tokens - req.num_computed_tokens, budget)
+            num_new = min(self._chunk_end(req) - req.num_computed_tokens, budget)
             if not self.bm.allocate(req, req.num_computed_tokens + num_new):
                 self.bm.free(req)          # give cache hits back; retry when room frees
                 req.num_computed_tokens = 0
@@ -106,6 +106,15 @@ class Scheduler:
             out.scheduled.append(ScheduledRequest(req, num_new))
             budget -= num_new
         return out
+
+    @staticmethod
+    def _chunk_end(req: Request) -> int:
+        """A chunk never crosses the prompt's end: a request recomputed after preemption
+        prefills its prompt, then its generated tokens as one separate chunk (which the model
+        runner computes row by row, exactly as they were decoded; see causal_segment)."""
+        if req.num_computed_tokens < req.num_prompt_tokens:
+            return req.num_prompt_tokens
+        return req.num_tokens
 
     def update(self, batch: SchedulerOutput) -> list[Request]:
         """Commit the step's accounting; free finished requests. Returns those finished."""

@@ -88,27 +88,36 @@ class SpeculationPolicy:
     max_backoff: int = 8           # a failing request probes at most every probe_every * this
     probe_max_cost: float = 1.25   # skip a probe that would make the step dearer than this
 
-    def depth(self, acceptance: float | None, num_running: int) -> int:
+    def depth(self, acceptance: float | None, planned_tokens: int = 1,
+              expected_tokens: float | None = None) -> int:
         """Draft depth for a request with acceptance estimate `acceptance` (None = no history)
-        in a batch of `num_running` requests; 0 = decode plainly this step."""
+        joining a step that already holds `planned_tokens` tokens expected to emit
+        `expected_tokens` (default: as many); 0 = decode plainly this step.
+
+        The step's throughput decides: drafting k here adds k * width tokens to the step and
+        E_k expected emitted tokens, so it pays iff (expected + E_k) / cost(planned + k * width)
+        beats expected / cost(planned) by the margin. At batch 1 that is the per-request
+        speedup; in a batch, one request's drafts are weighed against everybody's step time.
+        """
         a = self.prior_acceptance if acceptance is None else acceptance
         if self.cost is None:
             return self.max_depth
-        b = max(num_running, 1)
-        base = self.cost.predict(b)
+        t = max(planned_tokens, 1)
+        e = float(t) if expected_tokens is None else expected_tokens
+        base = e / self.cost.predict(t)
         best_k, best = 0, self.margin
         for k in range(1, self.max_depth + 1):
-            speedup = (1 + expected_accepted(a, k)) * base / self.cost.predict(b * (1 + k * self.width))
+            speedup = (e + expected_accepted(a, k)) / self.cost.predict(t + k * self.width) / base
             if speedup > best:
                 best_k, best = k, speedup
         return best_k
 
-    def probe_is_cheap(self, num_running: int) -> bool:
-        """A one-token probe costs at most `probe_max_cost` x the plain step it joins."""
+    def probe_is_cheap(self, planned_tokens: int) -> bool:
+        """A one-token probe costs at most `probe_max_cost` x the step it joins."""
         if self.cost is None:
             return True
-        b = max(num_running, 1)
-        return self.cost.predict(b + 1) <= self.probe_max_cost * self.cost.predict(b)
+        t = max(planned_tokens, 1)
+        return self.cost.predict(t + 1) <= self.probe_max_cost * self.cost.predict(t)
 
     def update(self, acceptance: float | None, depth: int, num_accepted: int) -> float:
         """New acceptance estimate after a step that drafted `depth` and accepted `num_accepted`.

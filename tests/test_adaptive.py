@@ -48,6 +48,12 @@ def test_acceptance_estimate_uses_per_position_evidence():
     assert expected_accepted(0.5, 3) == pytest.approx(0.875)
 
 
+def _lookahead_alone(eng, req):
+    """The request's lookahead in a step of its own (a fresh step plan)."""
+    eng._plan = None
+    return eng._lookahead(req)
+
+
 def test_engine_lookahead_pauses_then_probes_and_honours_per_request_cap(tiny_llm):
     from specdec import LLM, SamplingParams
     from specdec.request import Request
@@ -57,15 +63,15 @@ def test_engine_lookahead_pauses_then_probes_and_honours_per_request_cap(tiny_ll
     eng.policy.cost = _linear_cost(0.010, 0.0005)
     req = Request("x", [5, 6, 7], SamplingParams(), eng.eos_token_ids)
     req.accept_ema = 0.99
-    assert eng._lookahead(req) == 8              # depth 4 x width 2
+    assert _lookahead_alone(eng, req) == 8              # depth 4 x width 2
     req.accept_ema = 0.0                         # drafts never accepted: pause, then probe depth 1
-    steps = [eng._lookahead(req) for _ in range(eng.policy.probe_every)]
+    steps = [_lookahead_alone(eng, req) for _ in range(eng.policy.probe_every)]
     assert steps[:-1] == [0] * (eng.policy.probe_every - 1) and steps[-1] == 2
     req.accept_ema = 0.99
     req.params = SamplingParams(num_speculative_tokens=1)
-    assert eng._lookahead(req) == 2
+    assert _lookahead_alone(eng, req) == 2
     req.params = SamplingParams(num_speculative_tokens=0)
-    assert eng._lookahead(req) == 0
+    assert _lookahead_alone(eng, req) == 0
 
 
 def test_get_metrics_in_vllm_shape(tiny_llm):
@@ -117,7 +123,7 @@ def test_failed_probes_back_off(tiny_llm):
 
     def steps_to_probe():
         n = 1
-        while eng._lookahead(req) == 0 and n < 1000:   # bounded: a bug fails, never hangs
+        while _lookahead_alone(eng, req) == 0 and n < 1000:   # bounded: a bug fails, never hangs
             n += 1
         return n
 
@@ -141,3 +147,17 @@ def test_probe_skipped_where_one_more_token_opens_a_new_row_block():
     policy = SpeculationPolicy(max_depth=4, cost=cost)
     assert policy.probe_is_cheap(1)              # 2 tokens cost 1.14x one
     assert not policy.probe_is_cheap(4)          # 5 tokens cost 1.6x four
+
+
+def test_one_request_does_not_draft_at_everybody_elses_expense():
+    """In a batch of 4 (measured: 4 tokens 8.4 ms, 5 tokens 12.3 ms at 2 threads) one request
+    with high acceptance must not open a new int4 row block for itself; alone, it drafts."""
+    cost = StepCost()
+    for _ in range(2):
+        for m, ms in {1: 3.9, 2: 4.5, 3: 5.5, 4: 8.4, 5: 12.3, 8: 15.3}.items():
+            cost.observe(m, ms / 1000)
+    policy = SpeculationPolicy(max_depth=4, cost=cost)
+    assert policy.depth(0.9, 1) > 0
+    assert policy.depth(0.9, 4) == 0
+    # once the step has opened the second row block anyway, filling it is nearly free
+    assert policy.depth(0.9, 5, 4.7) > 0

@@ -153,3 +153,37 @@ def test_fused_model_matches_the_eager_layers(tiny_int4):
         scale = eager.abs().max()
         assert (fused - eager).abs().max() <= 0.02 * scale, (fused - eager).abs().max()
         torch.testing.assert_close(kv[True], kv[False], rtol=0.02, atol=0.02 * kv[False].abs().max().item())
+
+
+def test_generated_tokens_recomputed_as_a_chain_match_their_decode_steps(tiny_int4):
+    """After a preemption the generated tokens are recomputed as one chain-shaped segment
+    (model_runner.causal_segment); each row must equal the one-token step that first
+    produced it, bit for bit, or recomputed requests would drift from their first run."""
+    from specdec.attention import pack_tree_mask
+    from specdec.model_runner import causal_segment
+    from specdec.request import Request
+    from specdec.sampling_params import SamplingParams
+    model = tiny_int4
+    cfg, bs = model.cfg, 16
+    table = [2, 5, 7]
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 1000, (30,), generator=g).tolist()
+    P = 22                                             # prompt; 8 generated tokens follow
+
+    def fresh_kv():
+        kv = torch.zeros(cfg.num_layers, 2, 8, bs, cfg.num_kv_heads, cfg.head_dim)
+        _run(model, True, [Segment(ids[:P], list(range(P)), 0, table, None, [P - 1])], kv, bs)
+        return kv
+
+    kv = fresh_kv()
+    one_by_one = torch.cat([_run(model, True, [Segment([ids[p]], [p], p, table, None, [0])], kv, bs)
+                            for p in range(P, len(ids))])
+    req = Request("r", ids[:P], SamplingParams(), [2])
+    req.token_ids = list(ids)
+    req.block_table = table
+    seg = causal_segment(req, P, len(ids) - P, True)
+    assert seg.tree_mask is not None                   # generated tokens take the row path
+    chained = _run(model, True, [seg], fresh_kv(), bs)      # hidden states of every row
+    assert torch.equal(chained, one_by_one)
+    # (the same tokens as a plain causal prefill chunk would go through SDPA instead)
+    assert torch.equal(seg.tree_mask, pack_tree_mask(torch.ones(8, 8, dtype=torch.bool).tril()))

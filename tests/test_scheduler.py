@@ -91,16 +91,16 @@ def test_preempts_newest_running_requests_when_the_pool_is_full():
     assert list(sched.waiting) == [c, d, e]              # back at the front, in arrival order
     assert sched.running == [a, b] and bm.num_free_blocks == 0
     assert a.num_preemptions == b.num_preemptions == 0
-    # once a and b finish, c and d are recomputed from scratch: prompt + their sampled token
+    # once a and b finish, c and d are recomputed from scratch: their prompts first (the
+    # sampled token follows as a chunk of its own), and e joins in the room left
     for r in (a, b):
         sched.finish(r)
     batch = run_step(sched)
-    assert plan(batch) == {"c": 5, "d": 5}
-    assert c.num_computed_tokens == 5 and c.num_tokens == 6
-    for r in (c, d):
+    assert plan(batch) == {"c": 4, "d": 4, "e": 4}
+    assert c.num_computed_tokens == 4 and c.num_tokens == 5 and c.num_output_tokens == 1
+    for r in (c, d, e):
         sched.finish(r)
     assert bm.num_free_blocks == 4
-    assert plan(run_step(sched)) == {"e": 4}
 
 
 def test_request_preempts_itself_when_it_is_the_newest():
@@ -160,3 +160,21 @@ def test_lookahead_is_capped_by_the_token_budget():
     run_step(sched)
     (s,) = sched.schedule().scheduled
     assert s.num_new_tokens == 1 and s.num_lookahead == 3
+
+
+def test_recompute_after_preemption_never_mixes_prompt_and_generated_tokens():
+    """A preempted request prefills its prompt, then its generated tokens as a chunk of their
+    own (which the model runner computes row by row, as they were decoded)."""
+    sched = Scheduler(BlockManager(64, BS, enable_prefix_caching=False), max_num_seqs=8,
+                      max_num_batched_tokens=64)
+    a = make_req("a", 10)
+    sched.add(a)
+    for _ in range(6):                     # prefill, then 5 decode steps
+        run_step(sched)
+    assert a.num_output_tokens == 6
+    sched._preempt(a)                      # as under memory pressure: blocks freed, recompute
+    assert a.num_computed_tokens == 0
+    assert plan(run_step(sched)) == {"a": 10}          # the prompt alone
+    assert a.num_output_tokens == 6                    # ... and it samples nothing
+    assert plan(run_step(sched)) == {"a": 6}           # then all generated tokens, sampling one
+    assert a.num_output_tokens == 7
