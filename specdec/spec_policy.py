@@ -38,6 +38,7 @@ class StepCost:
         self.sw = self.sm = self.smm = self.st = self.smt = 0.0
         # tokens -> (EMA of its step time, the line's value for it when last observed)
         self.sizes: dict[int, tuple[float, float]] = {}
+        self._coef: tuple[float, float] | None = None   # the line, until the next observation
 
     def observe(self, num_tokens: int, seconds: float, weight: float = 1.0) -> None:
         d = self.decay
@@ -47,18 +48,22 @@ class StepCost:
         self.smm = d * self.smm + weight * m * m
         self.st = d * self.st + weight * seconds
         self.smt = d * self.smt + weight * m * seconds
+        self._coef = None
         seen = self.sizes.get(num_tokens)
         t = seconds if seen is None else seen[0] + min(1.0, self.size_alpha * weight) * (seconds - seen[0])
         self.sizes[num_tokens] = (t, self.linear(num_tokens))
 
     def coefficients(self) -> tuple[float, float]:
+        if self._coef is not None:         # asked for per request per step: computed once
+            return self._coef
         if self.sw == 0.0:
             return 1.0, 0.0
         mean_m, mean_t = self.sm / self.sw, self.st / self.sw
         var = self.smm / self.sw - mean_m * mean_m
         slope = (self.smt / self.sw - mean_m * mean_t) / var if var > 1e-9 else 0.0
         slope = max(slope, 0.0)
-        return max(mean_t - slope * mean_m, 1e-6), slope
+        self._coef = (max(mean_t - slope * mean_m, 1e-6), slope)
+        return self._coef
 
     def linear(self, num_tokens: int) -> float:
         c0, c1 = self.coefficients()
@@ -106,8 +111,11 @@ class SpeculationPolicy:
         e = float(t) if expected_tokens is None else expected_tokens
         base = e / self.cost.predict(t)
         best_k, best = 0, self.margin
+        gain, survive = 0.0, 1.0
         for k in range(1, self.max_depth + 1):
-            speedup = (e + expected_accepted(a, k)) / self.cost.predict(t + k * self.width) / base
+            survive *= a
+            gain += survive                    # expected_accepted(a, k)
+            speedup = (e + gain) / self.cost.predict(t + k * self.width) / base
             if speedup > best:
                 best_k, best = k, speedup
         return best_k
