@@ -31,14 +31,15 @@ def mixed_prompts(tokenizer, workloads: list[str], count: int) -> list[list[int]
 
 
 def sweep(specs, prompts: list[list[int]], batches: list[int], max_tokens: int,
-          notes: list[str], repeats: int = 1) -> dict[str, dict]:
+          notes: list[str], repeats: int = 1, rounds: dict | None = None) -> dict[str, dict]:
     """{system: {batch: BatchResult}}; {} for a system that cannot run (with a note).
 
     Systems take turns batch size by batch size, for the same reason as the
     batch-1 harness: load drift on a shared machine spreads over every row. With
     `repeats` > 1 every system runs each batch that many times, in alternation, and
     the median run (by tok/s) is kept: run-to-run noise here is ~5%, more than the
-    differences the sweep is meant to show.
+    differences the sweep is meant to show. `rounds`, if given, receives every run's tok/s
+    in round order ({system: {batch: [...]}}), for ratios paired round by round.
     """
     results: dict[str, dict] = {spec.system: {} for spec in specs}
     runners = {}
@@ -71,6 +72,8 @@ def sweep(specs, prompts: list[list[int]], batches: list[int], max_tokens: int,
                     runners.pop(name).close()
         for name, got in runs.items():
             results[name][b] = sorted(got, key=lambda r: r.output_tok_s)[len(got) // 2]
+            if rounds is not None:
+                rounds.setdefault(name, {})[b] = [r.output_tok_s for r in got]
     for runner in runners.values():
         runner.close()
     return results
@@ -108,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_hf:
         specs += hf_specs(s, tokenizer.eos_token_id, assisted=False)
 
-    results, status = sweep(specs, prompts, args.batches, args.max_tokens, notes, args.repeats), {}
+    rounds: dict = {}
+    results = sweep(specs, prompts, args.batches, args.max_tokens, notes, args.repeats, rounds)
+    status = {}
     if args.repeats > 1:
         notes.append(f"each cell: the median of {args.repeats} runs, systems alternating")
     for spec in specs:
@@ -133,6 +138,14 @@ def main(argv: list[str] | None = None) -> int:
                  for b in args.batches]
         lines.append([spec.system, st] + cells)
     body = report.markdown_table(headers, lines)
+    paired = paired_ratios(rounds, [x.system for x in specs if x.family == "specdec"], args.batches)
+    if paired:
+        body += "\n\n" + report.markdown_table(
+            ["system", "vs plain"] + [f"batch {b}" for b in args.batches],
+            [[n, "x plain, paired"] + [report.fmt(r[b], 3) if b in r else "-" for b in args.batches]
+             for n, r in paired.items()])
+        notes.append("x plain, paired: the median over rounds of (this run's tok/s / plain's run "
+                     "in the same round); rounds alternate the systems, so drift cancels")
 
     out_dir = report.output_dir(args.out)
     plots = []
@@ -163,6 +176,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"- {n}")
     print(f"\nwrote {md}")
     return 1 if FAIL in status.values() else 0
+
+
+def paired_ratios(rounds: dict, systems: list[str], batches: list[int]) -> dict[str, dict]:
+    """{system: {batch: median over rounds of tok/s / plain's tok/s in the same round}}."""
+    plain = rounds.get(PLAIN, {})
+    out = {}
+    for name in systems:
+        if name == PLAIN or name not in rounds:
+            continue
+        ratios = {}
+        for b in batches:
+            pairs = list(zip(rounds[name].get(b, []), plain.get(b, [])))
+            if pairs:
+                r = sorted(x / y for x, y in pairs)
+                ratios[b] = r[len(r) // 2]
+        out[name] = ratios
+    return out
 
 
 def _tau(result) -> float | None:

@@ -36,3 +36,12 @@ def test_sweep_measures_every_batch_and_check_flags_wrong_batches():
     assert batch_sweep.check(res["specdec bad"], res[PLAIN]) == FAIL
     assert batch_sweep.check(res["specdec good"], {}) == FAIL
     assert res["specdec none"] == {} and notes == ["specdec none: not importable"]
+
+
+def test_paired_ratios_cancel_drift():
+    from evals import batch_sweep
+    rounds = {batch_sweep.PLAIN: {4: [100.0, 80.0, 60.0]},      # the machine slows down
+              "spec": {4: [101.0, 81.0, 59.0]}}
+    r = batch_sweep.paired_ratios(rounds, [batch_sweep.PLAIN, "spec"], [4, 16])
+    assert set(r) == {"spec"} and 16 not in r["spec"]
+    assert r["spec"][4] == 101.0 / 100.0                        # median of 1.01, 1.0125, 0.983
