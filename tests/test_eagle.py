@@ -29,19 +29,26 @@ def tiny_head(seed=0, aux=(0, 1)) -> EagleHead:
     return head.requires_grad_(False)
 
 
+def tiny_proposer(head, depth: int = 3, topk: int = 2):
+    """An EagleProposer over `head` with a random target embedding and a one-layer pool:
+    (proposer, embedding, rope)."""
+    embed = torch.randn(V, H)
+    rope = RotaryEmbedding(16, 256, 10000.0, None, torch.float32, "cpu")
+    kv = torch.zeros(1, 2, 16, BS, 2, 16)
+    prop = EagleProposer(head, lambda ids: embed[ids], rope, kv, BS, TorchAttention(), "cpu",
+                         depth=depth, topk=topk)
+    return prop, embed, rope
+
+
 @pytest.mark.parametrize("depth", [1, 3, 4])
 def test_ttt_step_j_equals_drafting_at_depth_j_plus_1(depth):
     """The draft chain the proposer grows (paged pool, tree masks, catch-up) is what the TTT
     loss scores: step j at row n-2+j has the proposer's depth-(j+1) token as its argmax."""
     head = tiny_head()
-    embed = torch.randn(V, H)
-    rope = RotaryEmbedding(16, 256, 10000.0, None, torch.float32, "cpu")
+    prop, embed, rope = tiny_proposer(head, depth=depth, topk=1)
     n = 21                                              # tokens 0..n-1, the last one is the root
     tokens = torch.randint(0, V, (n,)).tolist()
     feats = torch.randn(n + depth, 2 * H)
-    kv = torch.zeros(1, 2, 16, BS, 2, 16)
-    prop = EagleProposer(head, lambda ids: embed[ids], rope, kv, BS, TorchAttention(), "cpu",
-                         depth=depth, topk=1)
     req = Request("r", tokens, SamplingParams(), (V + 1,))
     req.block_table = list(range(8))
     req.num_computed_tokens = n - 1
@@ -67,11 +74,7 @@ def test_ttt_step_j_equals_drafting_at_depth_j_plus_1(depth):
 
 
 def test_proposer_catches_up_on_features_across_steps():
-    head = tiny_head()
-    embed = torch.randn(V, H)
-    rope = RotaryEmbedding(16, 256, 10000.0, None, torch.float32, "cpu")
-    kv = torch.zeros(1, 2, 16, BS, 2, 16)
-    prop = EagleProposer(head, lambda ids: embed[ids], rope, kv, BS, TorchAttention(), "cpu", depth=3, topk=2)
+    prop, _, _ = tiny_proposer(tiny_head())
     req = Request("r", list(range(10)), SamplingParams(), (V + 1,))
     req.block_table = list(range(8))
     prop.observe(req, 0, torch.randn(4, 2 * H))       # prefill chunk 1
@@ -227,11 +230,7 @@ def test_hybrid_uses_ngram_on_a_long_match_and_eagle_otherwise(tiny_model_dir, t
 
 def test_hybrid_chooses_per_request():
     from drafts.hybrid import HybridProposer
-    head = tiny_head()
-    embed = torch.randn(V, H)
-    rope = RotaryEmbedding(16, 256, 10000.0, None, torch.float32, "cpu")
-    kv = torch.zeros(1, 2, 16, BS, 2, 16)
-    eagle = EagleProposer(head, lambda ids: embed[ids], rope, kv, BS, TorchAttention(), "cpu", depth=3, topk=2)
+    eagle, _, _ = tiny_proposer(tiny_head())
     hybrid = HybridProposer(eagle, ngram_max=4, ngram_min=3)
     repeating = Request("a", [1, 2, 3, 4, 5, 6, 7, 1, 2, 3], SamplingParams(), (V + 1,))
     fresh = Request("b", [11, 12, 13, 14, 15, 16, 17, 18, 19, 20], SamplingParams(), (V + 1,))
