@@ -16,11 +16,12 @@ repeating (and lets the n-gram drafter match) is noticed.
 
 `StepCost` is an online least-squares line through the measured step times (the whole step:
 drafting, grammar masks and per-node verification grow with the drafted tokens too; exponential
-forgetting, so a machine that gets busy is followed) times a per-size correction factor: the
-CPU int4 kernel works in blocks of 4 rows, so a 5-token verify costs 2.5x a one-token step
-while a 4-token one costs 1.6x (measured, fused path, 1 thread) -- a step function no line
-fits. The engine seeds both at start by timing every verify size its drafter can ask for.
-A request whose probes keep failing probes less and less often (backoff up to 8x).
+forgetting, so a machine that gets busy is followed) plus each step size's own recent time,
+which the line only rescales as it moves: the CPU int4 kernel works in blocks of 4 rows, so
+a 5-token verify costs 2.4x a one-token step while a 4-token one costs 1.65x (measured, fused
+path, 2 threads) -- a step function no line fits. The engine seeds both at start by timing
+every verify size its drafter can ask for. A request whose probes keep failing probes less
+and less often (backoff up to 8x), and a probe never makes its step much dearer.
 """
 from __future__ import annotations
 
@@ -111,11 +112,8 @@ class SpeculationPolicy:
         e = float(t) if expected_tokens is None else expected_tokens
         base = e / self.cost.predict(t)
         best_k, best = 0, self.margin
-        gain, survive = 0.0, 1.0
         for k in range(1, self.max_depth + 1):
-            survive *= a
-            gain += survive                    # expected_accepted(a, k)
-            speedup = (e + gain) / self.cost.predict(t + k * self.width) / base
+            speedup = (e + expected_accepted(a, k)) / self.cost.predict(t + k * self.width) / base
             if speedup > best:
                 best_k, best = k, speedup
         return best_k

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import platform
-import sys
 import warnings
 from pathlib import Path
 

@@ -145,6 +145,11 @@ void check_bf16(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.scalar_type() == at::kBFloat16 && t.is_contiguous(), name, " must be contiguous bfloat16");
 }
 
+// x[i] += y[i] for n elements (the residual add of a bf16 matmul output)
+inline void add_bf16_into(float* x, const bf16* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] += (float)y[i];
+}
+
 // out[t] = bf16(x[t] * rsqrt(mean(x[t]^2) + eps) * w)
 void rms_norm_row(const float* x, const float* w, bf16* out, int64_t H, float eps) {
   float ss = dot(x, x, H);
@@ -176,8 +181,7 @@ at::Tensor add_rms_norm_bf16(at::Tensor& x, const at::Tensor& y, const at::Tenso
   TORCH_CHECK(y.size(0) == T && y.size(1) == H, "x and y shapes differ");
   auto out = at::empty({T, H}, x.options().dtype(at::kBFloat16));
   float* xp = x.data_ptr<float>();
-  const bf16* yp = y.data_ptr<bf16>();
-  for (int64_t i = 0; i < T * H; ++i) xp[i] += (float)yp[i];
+  add_bf16_into(xp, y.data_ptr<bf16>(), T * H);
   for (int64_t t = 0; t < T; ++t)
     rms_norm_row(xp + t * H, w.data_ptr<float>(), out.data_ptr<bf16>() + t * H, H, (float)eps);
   return out;
@@ -188,9 +192,7 @@ void add_bf16_(at::Tensor& x, const at::Tensor& y) {
   RECORD_FUNCTION("specdec::add_bf16_", std::vector<c10::IValue>());
   check_f32(x, "x"); check_bf16(y, "y");
   TORCH_CHECK(x.numel() == y.numel(), "x and y sizes differ");
-  float* xp = x.data_ptr<float>();
-  const bf16* yp = y.data_ptr<bf16>();
-  for (int64_t i = 0; i < x.numel(); ++i) xp[i] += (float)yp[i];
+  add_bf16_into(x.data_ptr<float>(), y.data_ptr<bf16>(), x.numel());
 }
 
 // gu: [T, 2I] bf16 (gate | up) -> bf16(silu(gate) * up): [T, I]
@@ -381,28 +383,45 @@ at::Tensor int4_mm(const at::Tensor& x, const at::Tensor& packed, int64_t group,
   return at::_weight_int4pack_mm_for_cpu(x, packed, group, sz);
 }
 
+// A decoder layer in two halves around attention, so that the all-rows step (forward_rows)
+// and the layer-by-layer step with a prefill chunk (specdec/models/fused.py) run the same
+// code. w: the layer's 10 tensors: ln1, qkv packed, qkv scale/zero, o packed, o sz, ln2,
+// gate_up packed, gate_up sz, down packed, down sz.
+
+// norm -> qkv matmul -> RoPE; k and v are written to the caches. Returns q [T, Hq, D].
+at::Tensor layer_qkv(const at::Tensor& x, const std::vector<at::Tensor>& w, const at::Tensor& cos,
+                     const at::Tensor& sin, const at::Tensor& positions, at::Tensor& k_cache,
+                     at::Tensor& v_cache, const at::Tensor& slots, int64_t group, double eps,
+                     int64_t Hq, int64_t Hkv) {
+  TORCH_CHECK(w.size() == 10, "expected 10 weights per layer");
+  at::Tensor h = rms_norm_bf16(x, w[0], eps);
+  return rope_store(int4_mm(h, w[1], group, w[2]), cos, sin, positions, k_cache, v_cache, slots, Hq, Hkv);
+}
+
+// x += o_proj(a); x += down(silu(gate) * up) of norm(x). a: attention output [T, Hq*D] bf16.
+void layer_out(at::Tensor& x, const at::Tensor& a, const std::vector<at::Tensor>& w, int64_t group,
+               double eps) {
+  TORCH_CHECK(w.size() == 10, "expected 10 weights per layer");
+  at::Tensor h = add_rms_norm_bf16(x, int4_mm(a, w[3], group, w[4]), w[5], eps);
+  at::Tensor m = silu_mul_bf16(int4_mm(h, w[6], group, w[7]));
+  add_bf16_(x, int4_mm(m, w[8], group, w[9]));
+}
+
 // All decoder layers for a step whose every query row takes the row path (decode tokens,
 // draft trees). x: [T, H] float32 residual stream, updated in place and returned.
-// weights: 10 tensors per layer: ln1, qkv packed, qkv scale/zero, o packed, o sz, ln2,
-// gate_up packed, gate_up sz, down packed, down sz. kv: [L, 2, blocks, block_size, Hkv, D].
+// layers: 10 tensors per layer (see layer_qkv). kv: [L, 2, blocks, block_size, Hkv, D].
 at::Tensor forward_rows(at::Tensor x, const at::Tensor& positions, const at::Tensor& cos,
                         const at::Tensor& sin, at::Tensor kv, const at::Tensor& slots,
                         const at::Tensor& key_slots, const at::Tensor& lengths,
-                        const std::vector<at::Tensor>& weights, int64_t group, double eps,
+                        const std::vector<std::vector<at::Tensor>>& layers, int64_t group, double eps,
                         double scale, int64_t Hq, int64_t Hkv) {
   RECORD_FUNCTION("specdec::forward_rows", std::vector<c10::IValue>());
   check_f32(x, "x"); check_f32(kv, "kv");
-  const int64_t L = kv.size(0);
-  TORCH_CHECK((int64_t)weights.size() == 10 * L, "expected 10 weights per layer");
-  for (int64_t l = 0; l < L; ++l) {
-    const at::Tensor* w = weights.data() + 10 * l;
+  TORCH_CHECK((int64_t)layers.size() == kv.size(0), "one weight list per layer");
+  for (int64_t l = 0; l < kv.size(0); ++l) {
     at::Tensor kc = kv[l][0], vc = kv[l][1];
-    at::Tensor h = rms_norm_bf16(x, w[0], eps);
-    at::Tensor q = rope_store(int4_mm(h, w[1], group, w[2]), cos, sin, positions, kc, vc, slots, Hq, Hkv);
-    at::Tensor a = row_attention(q, kc, vc, key_slots, lengths, scale);
-    h = add_rms_norm_bf16(x, int4_mm(a, w[3], group, w[4]), w[5], eps);
-    at::Tensor m = silu_mul_bf16(int4_mm(h, w[6], group, w[7]));
-    add_bf16_(x, int4_mm(m, w[8], group, w[9]));
+    at::Tensor q = layer_qkv(x, layers[l], cos, sin, positions, kc, vc, slots, group, eps, Hq, Hkv);
+    layer_out(x, row_attention(q, kc, vc, key_slots, lengths, scale), layers[l], group, eps);
   }
   return x;
 }
@@ -414,6 +433,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("silu_mul_bf16", &silu_mul_bf16);
   m.def("rope_store", &rope_store);
   m.def("row_attention", &row_attention);
+  m.def("layer_qkv", &layer_qkv);
+  m.def("layer_out", &layer_out);
   m.def("forward_rows", &forward_rows);
   m.def("q8_linear", &q8_linear);
 }

@@ -7,7 +7,7 @@ query row takes the row path (decode tokens, draft trees: the steady state) runs
 layers in ONE call (`forward_rows`). A step with a prefill chunk goes layer by layer
 through the same ops, with SDPA for the chunk's rows; the decode / tree rows in such a
 step still go through the same row kernel, so their bits do not depend on what else was
-scheduled with them (greedy speculation == plain decoding, tests/test_spec_equals_plain.py).
+scheduled with them (greedy speculation == plain decoding, tests/test_speculative.py).
 
 Used when every layer linear is a bias-free Int4Linear, the model dtype is float32 and the
 attention backend is the CPU one; anything else keeps `DecoderLayer.forward`.
@@ -27,11 +27,11 @@ class FusedLayers:
     def __init__(self, model, ops):
         cfg = model.cfg
         self.ops = ops
-        self.Hq, self.Hkv, self.D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.Hq, self.Hkv = cfg.num_heads, cfg.num_kv_heads
         self.eps, self.scale = float(cfg.rms_norm_eps), cfg.head_dim ** -0.5
         self.group = model.layers[0].qkv_proj.group
         self.cos, self.sin = model.rope.cos, model.rope.sin
-        self.layer_weights = []   # 10 per layer, in forward_rows' order
+        self.layer_weights = []   # 10 per layer, in fused.cpp's order (see layer_qkv)
         for layer in model.layers:
             lw = [layer.input_layernorm.weight.data]
             for name in LINEARS:
@@ -40,7 +40,6 @@ class FusedLayers:
                 if name == "o_proj":
                     lw.append(layer.post_attention_layernorm.weight.data)
             self.layer_weights.append(lw)
-        self.flat_weights = [t for lw in self.layer_weights for t in lw]
 
     @staticmethod
     def build(model) -> "FusedLayers | None":
@@ -76,7 +75,7 @@ class FusedLayers:
         rows = meta.rows
         if len(row_segs) == len(meta.q_lens_cpu) and not capture_layers:
             x = self.ops.forward_rows(x, positions, self.cos, self.sin, kv, slots, rows.key_slots,
-                                      rows.lengths, self.flat_weights, self.group, self.eps,
+                                      rows.lengths, self.layer_weights, self.group, self.eps,
                                       self.scale, self.Hq, self.Hkv)
             return x, {}
         all_rows = len(row_segs) == len(meta.q_lens_cpu)
@@ -85,20 +84,14 @@ class FusedLayers:
             if i in capture_layers:
                 captured[i] = x.clone()
             kc, vc = kv[i, 0], kv[i, 1]
-            h = self.ops.rms_norm_bf16(x, w[0], self.eps)
-            q = self.ops.rope_store(self._mm(h, w[1], w[2]), self.cos, self.sin, positions, kc, vc,
-                                    slots, self.Hq, self.Hkv)
+            q = self.ops.layer_qkv(x, w, self.cos, self.sin, positions, kc, vc, slots, self.group,
+                                   self.eps, self.Hq, self.Hkv)
             if all_rows:
                 a = self.ops.row_attention(q, kc, vc, rows.key_slots, rows.lengths, self.scale)
             else:
                 a = self._mixed_attention(q, kc, vc, meta, attn_backend, row_segs)
-            h = self.ops.add_rms_norm_bf16(x, self._mm(a, w[3], w[4]), w[5], self.eps)
-            m = self.ops.silu_mul_bf16(self._mm(h, w[6], w[7]))
-            self.ops.add_bf16_(x, self._mm(m, w[8], w[9]))
+            self.ops.layer_out(x, a, w, self.group, self.eps)
         return x, captured
-
-    def _mm(self, x: torch.Tensor, packed: torch.Tensor, scale_zero: torch.Tensor) -> torch.Tensor:
-        return torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed, self.group, scale_zero)
 
     def _mixed_attention(self, q, kc, vc, meta, attn_backend, row_segs) -> torch.Tensor:
         """Prefill chunks through SDPA, decode / tree rows through the row kernel: [T, Hq*D] bf16."""

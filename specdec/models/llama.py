@@ -131,15 +131,13 @@ class LlamaModel(nn.Module):
         x = self.embed_tokens(input_ids)
         if self.fused is not None and self.fused.accepts(kv, attn_backend):
             x, captured = self.fused.forward(x, positions, kv, meta, attn_backend, capture_layers)
-            if not capture_layers:
-                return self.norm(x)
-            return self.norm(x), torch.cat([captured[i] for i in capture_layers], dim=-1).float()
-        cos_sin = self.rope.lookup(positions)
-        captured = {}
-        for i, layer in enumerate(self.layers):
-            if i in capture_layers:
-                captured[i] = x
-            x = layer(x, cos_sin, kv[i, 0], kv[i, 1], meta, attn_backend)
+        else:
+            cos_sin = self.rope.lookup(positions)
+            captured = {}
+            for i, layer in enumerate(self.layers):
+                if i in capture_layers:
+                    captured[i] = x
+                x = layer(x, cos_sin, kv[i, 0], kv[i, 1], meta, attn_backend)
         if not capture_layers:
             return self.norm(x)
         return self.norm(x), torch.cat([captured[i] for i in capture_layers], dim=-1).float()
