@@ -67,6 +67,8 @@ class _Tree:
 
 
 class EagleProposer:
+    budget_counts_nodes = True            # the policy's budget is N nodes: the best N of the tree
+
     def __init__(self, head: EagleHead, embed, rope, kv: torch.Tensor, block_size: int, attn_backend,
                  device: torch.device | str, depth: int = 4, topk: int = 4):
         if depth < 1 or topk < 1:
@@ -128,7 +130,7 @@ class EagleProposer:
         trees = []
         for j, i in enumerate(ready):
             r = reqs[i]
-            t = _Tree(r, max(1, max_nodes[i] // self.topk), max_nodes[i], [r.token_ids[-1]], [NO_NODE],
+            t = _Tree(r, min(self.depth, max_nodes[i]), max_nodes[i], [r.token_ids[-1]], [NO_NODE],
                       [0.0], [0])
             t.outputs[0] = root_out[j]
             self._add_children(t, [0], root_logp[j:j + 1])
@@ -143,8 +145,10 @@ class EagleProposer:
         return out
 
     def _add_children(self, t: _Tree, parents: list[int], logp: torch.Tensor) -> None:
-        """Each parent's top-k children join the candidates; the best k become the frontier."""
-        vals, ids = logp.topk(min(self.topk, logp.shape[-1]), dim=-1)
+        """Each parent's top-k children join the candidates; the best k become the frontier.
+        Past the tree's budget N nothing can be chosen (N better nodes exist), so k <= N."""
+        k = min(self.topk, t.max_nodes)
+        vals, ids = logp.topk(min(k, logp.shape[-1]), dim=-1)
         target_ids = self.head.draft_to_target(ids).tolist()
         cands = []
         for p, row_v, row_t in zip(parents, vals.tolist(), target_ids):
@@ -156,7 +160,7 @@ class EagleProposer:
                 t.depths.append(t.depths[p] + 1)
                 cands.append(node)
         cands.sort(key=lambda n: -t.scores[n])
-        t.frontier = cands[:self.topk]
+        t.frontier = cands[:k]
 
     def _forward_frontiers(self, trees: list[_Tree]) -> None:
         """Forward every tree's forwarded nodes + its frontier; expand the frontier's children."""

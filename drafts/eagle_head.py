@@ -19,6 +19,12 @@ The head's output matrix is the target's tied embedding rows of the draft vocabu
 would be fitted poorly, and frozen rows keep the draft's output in the target's own
 final-hidden space (EAGLE-1's bias). The rows are not stored in the draft's file; they are
 taken from the target at load (`attach_target`).
+
+On the CPU fast path the engine drafts with a compact copy (`compact`): the layer's linears in
+tinygemm's 4-bit layout (`Int4Linear`, group 32) and the output rows as the target's own Q8_0
+rows (`Q8BlockLinear`), so a draft forward reads ~8 MB instead of ~36 MB of fp32 weights. The
+drafts change slightly (4-bit rounding of the trained weights); verification keeps the output
+exact whatever the head proposes.
 """
 from __future__ import annotations
 
@@ -89,6 +95,7 @@ class EagleHead(nn.Module):
         # frozen: the target's embedding rows of the draft vocabulary, and the id offsets
         self.register_buffer("lm_head", torch.zeros(cfg.draft_vocab_size, H))
         self.register_buffer("d2t", torch.zeros(cfg.draft_vocab_size, dtype=torch.int64))
+        self.out_proj: nn.Module | None = None     # compact output rows (see `compact`)
 
     # ---- pieces shared by training (dense) and drafting (paged pool) -----------------
     def fuse(self, features: torch.Tensor) -> torch.Tensor:
@@ -113,6 +120,8 @@ class EagleHead(nn.Module):
 
     def logits(self, a: torch.Tensor) -> torch.Tensor:
         """a [N, H] -> draft-vocabulary logits [N, Vd] fp32."""
+        if self.out_proj is not None:
+            return self.out_proj(self.norm(a))
         return self.norm(a) @ self.lm_head.t()
 
     def draft_to_target(self, draft_ids: torch.Tensor) -> torch.Tensor:
@@ -126,6 +135,21 @@ class EagleHead(nn.Module):
         q, k, v = self.project_qkv(hidden, emb, cos_sin)
         o = attn_backend.forward(q, k, v, kv[0, 0], kv[0, 1], meta, self.cfg.head_dim ** -0.5)
         return self.finish(hidden, o)
+
+    def compact(self) -> "EagleHead":
+        """CPU drafting: the trained linears in tinygemm's 4-bit layout, and the output rows
+        (already attached) as Q8_0 through the fused kernel when it builds -- for the bundled
+        model exactly the target's own Q8_0 embedding rows again. Training uses the dense head."""
+        from kernels.cpu import load
+        from specdec.models.quant import Int4Linear, Q8BlockLinear, quantize_int4, quantize_q8_0
+        for name in ("fc", "qkv_proj", "o_proj", "gate_up_proj", "down_proj"):
+            lin = getattr(self, name)
+            if isinstance(lin, nn.Linear):
+                setattr(self, name, Int4Linear(quantize_int4(lin.weight.detach()), None))
+        ops = load()
+        if ops is not None and self.cfg.hidden_size % 32 == 0:
+            self.out_proj = Q8BlockLinear(quantize_q8_0(self.lm_head), None, ops)
+        return self
 
     # ---- files --------------------------------------------------------------------------
     def trainable_state(self) -> dict[str, torch.Tensor]:

@@ -16,6 +16,8 @@ from specdec.verifier import AcceptResult
 
 
 class HybridProposer:
+    budget_counts_nodes = True            # as EAGLE's; an n-gram chain of N tokens is N nodes
+
     def __init__(self, eagle: EagleProposer, ngram_max: int = 4, ngram_min: int = 3, min_draft: int = 2):
         self.eagle = eagle
         self.capture_layers = eagle.capture_layers

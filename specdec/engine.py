@@ -95,7 +95,7 @@ class LLMEngine:
         self._plan: list | None = None       # this step's [tokens planned, tokens expected]
         if self.spec_config is not None:
             sc = self.spec_config
-            self.policy = SpeculationPolicy(sc.num_speculative_tokens, sc.tree_width,
+            self.policy = SpeculationPolicy(sc.num_speculative_tokens, self._policy_width(),
                                             self.step_cost if sc.adaptive else None)
         self.scheduler = Scheduler(self.block_manager, config.max_num_seqs,
                                    config.max_num_batched_tokens, lookahead_fn=self._lookahead,
@@ -392,6 +392,8 @@ class LLMEngine:
             raise ValueError(f"EAGLE head {str(path)!r} was trained for another target (hidden "
                              f"{hc.hidden_size}, vocab {hc.target_vocab_size}, layers {hc.aux_layers})")
         head.attach_target(lambda ids: self.model.embed_tokens(ids))
+        if self.model.fused is not None:     # the target runs the 4-bit CPU path: so does the head
+            head.compact()
         return head.to(self.config.device)
 
     def _uses_draft_model(self) -> bool:
@@ -445,7 +447,12 @@ class LLMEngine:
         if self.proposer is None:
             return 0
         k = self.spec_config.num_speculative_tokens
-        width = self.proposer.max_lookahead(req) // k
+        width = self._policy_width()
+        if self.policy.cost is None and width == 1 < self.proposer.max_lookahead(req) // k:
+            # "adaptive": False with a node-budget drafter (EAGLE): its whole tree every step
+            full = self.proposer.max_lookahead(req)
+            cap = req.params.num_speculative_tokens
+            return full if cap is None else min(full, cap * (full // k))
         if self._plan is None:               # first request of this step: one token each
             n = max(len(self.scheduler.running), 1)
             self._plan = [n, float(n)]
@@ -464,6 +471,14 @@ class LLMEngine:
         self._plan[0] += depth * width
         self._plan[1] += expected_accepted(a, depth)
         return depth * width
+
+    def _policy_width(self) -> int:
+        """Draft tokens per unit of policy depth: a chain or fixed-shape tree spends its width at
+        every depth; a drafter whose budget counts nodes (EAGLE's dynamic tree keeps the best N
+        nodes of its tree, a chain at worst) spends one token per unit."""
+        if getattr(self.proposer, "budget_counts_nodes", False):
+            return 1
+        return self.proposer.max_lookahead(None) // self.spec_config.num_speculative_tokens
 
     def _after_verify(self, req: Request, depth: int, num_accepted: int) -> None:
         """Acceptance estimate; a failed probe doubles the wait before the next one."""

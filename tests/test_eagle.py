@@ -262,3 +262,44 @@ def test_shards_are_written_atomically_and_a_rerun_resumes(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
     made.clear()
     assert write_shards(tmp_path, 5, -1.0, "t", make) == 3 and made == []  # deadline passed: stop
+
+
+def test_a_node_budget_keeps_the_best_nodes_of_the_whole_tree():
+    """With a budget of N nodes (what the cost-aware policy asks for) the proposer grows only
+    what can be chosen and returns the same N nodes the full tree's selection would."""
+    head = tiny_head(seed=5)
+    trees = {}
+    for budget in (12, 3, 1):
+        prop, _, _ = tiny_proposer(head, depth=3, topk=4)
+        req = Request("r", list(range(30)), SamplingParams(), (V + 1,))
+        req.block_table = list(range(8))
+        req.num_computed_tokens = 29
+        prop.observe(req, 0, torch.randn(29, 2 * H, generator=torch.Generator().manual_seed(1)))
+        trees[budget] = prop.propose([req], [budget])[0]
+    full = trees[12]
+    assert full.num_nodes == 13
+    for budget in (3, 1):
+        t = trees[budget]
+        assert t.num_nodes == budget + 1
+        paths = {tuple(t.token_ids[n] for n in t.path_to(i)) for i in range(t.num_nodes)}
+        full_paths = {tuple(full.token_ids[n] for n in full.path_to(i)) for i in range(full.num_nodes)}
+        assert paths <= full_paths
+
+
+def test_engine_gives_eagle_a_node_budget(tiny_model_dir, tiny_head_dir):
+    """Adaptive: the policy's unit is one node (a verify of depth + 1 tokens at most), not a
+    tree row of `tree_width` nodes; "adaptive": False drafts the whole depth x width tree."""
+    from specdec import LLM
+    for adaptive, want in ((True, 3), (False, 12)):
+        llm = LLM(model=tiny_model_dir, dtype="float32", num_kv_blocks=64,
+                  speculative_config={"method": "eagle", "model": tiny_head_dir, "num_speculative_tokens": 3,
+                                      "tree_width": 4, "adaptive": adaptive})
+        eng = llm.engine
+        assert eng.policy.width == 1 and eng.policy.max_depth == 3
+        req = Request("r", list(range(5, 20)), SamplingParams(), (V + 1,))
+        req.accept_ema = 0.99
+        if adaptive:     # a flat cost: the deepest chain pays
+            eng.step_cost.sizes.clear()
+            for n in range(1, 40):
+                eng.step_cost.observe(n, 0.01)
+        assert eng._lookahead(req) == want

@@ -78,6 +78,26 @@ def test_quantized_linear_rows_do_not_depend_on_the_batch(make, quant):
         assert torch.equal(lin(x[:m]), alone[:m]), f"M={m}"
 
 
+def test_q8_0_kernel_paths_agree_bit_for_bit():
+    """The AVX512-VNNI path of q8_linear (chosen where the CPU and OS enable it) produces the
+    same int32 lanes and float steps as the AVX2 path: identical outputs, at any M."""
+    from kernels.cpu import load
+    ops = load()
+    if ops is None:
+        pytest.skip("fused CPU ops did not build (see kernels/cpu)")
+    qw = quantize_q8_0(_weights(300, 576))
+    x = torch.randn(13, 576) * 3
+    portable = ops.q8_linear(x, qw.q, qw.scale, 0)
+    torch.testing.assert_close(portable, x @ qw.dequantize().t(), rtol=0.02, atol=0.02 * portable.abs().max().item())
+    if ops.cpu_has_vnni():
+        for m in (1, 3, 4, 5, 13):
+            assert torch.equal(ops.q8_linear(x[:m], qw.q, qw.scale, 1), portable[:m]), f"M={m}"
+        assert torch.equal(ops.q8_linear(x, qw.q, qw.scale), portable)     # auto picks VNNI
+    else:
+        with pytest.raises(RuntimeError, match="VNNI"):
+            ops.q8_linear(x, qw.q, qw.scale, 1)
+
+
 def test_make_linear_modes():
     w = _weights(128, 64)
     parts = [w[:64], w[64:]]

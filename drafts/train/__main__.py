@@ -150,10 +150,11 @@ def main(argv=None) -> None:
 
 
 def heldout_tau(head_dir: Path, tokenizer, prompts, max_new_tokens: int) -> float:
-    """tau (tokens per verified step incl. bonus) on held-out prompts, one request at a time."""
+    """tau (tokens per verified step incl. bonus) on held-out prompts, one request at a time, at the
+    head's full tree every step (the cost-aware policy would judge the speed, not the head)."""
     from drafts.train.collect import chat_ids
     from specdec import LLM, SamplingParams
-    llm = LLM(speculative_config={"method": "eagle", "model": str(head_dir)})
+    llm = LLM(speculative_config={"method": "eagle", "model": str(head_dir), "adaptive": False})
     params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
     for p in prompts:
         ids = chat_ids(tokenizer, p.text)

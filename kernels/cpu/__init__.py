@@ -6,8 +6,10 @@ build fails (no compiler) keeps the eager PyTorch path: `load()` returns None an
 once, and `SPECDEC_FUSED=0` turns the fused path off on purpose.
 
 Flags: -O3 and, on x86 CPUs whose flags list AVX2 and FMA, -mavx2 -mfma (every machine kind
-here has them). Nothing newer is targeted, so a flag the VM lists but does not enable
-(AVX512, AMX) cannot crash the program.
+here has them). Nothing newer is targeted by the compiler; the one AVX512-VNNI function (the
+Q8_0 LM-head dot products, `q8_linear`) is compiled for that ISA alone and chosen at run time
+by `__builtin_cpu_supports`, which checks that the OS enabled the AVX512 state (XCR0), not
+only the CPUID bit -- so a flag the VM lists but does not enable cannot crash the program.
 """
 from __future__ import annotations
 

@@ -318,15 +318,66 @@ at::Tensor row_attention(const at::Tensor& q, const at::Tensor& k_cache, const a
 // int8 in blocks of 32 (scale max|x| / 127, round to nearest), integer dot products per
 // block, float accumulation over blocks in order. Returns [M, N] float32. Each output is a
 // function of its own row of x and row of w only (threads split N), so rows are invariant.
-at::Tensor q8_linear(const at::Tensor& x_in, const at::Tensor& w, const at::Tensor& scales) {
+#if defined(__AVX2__) && defined(__FMA__)
+// Q8_0 rows n0..n1 with AVX512-VNNI (256-bit `vpdpbusd`, no sign tricks): w + 128 is unsigned,
+// so dpbusd(-128 * sum(x), w + 128, x) is the exact integer dot of each 4-byte lane group --
+// the same int32 lanes the AVX2 path's maddubs/madd produce, then the same float steps, so the
+// two paths agree bit for bit. Rows go in tiles of 4 sharing each weight block's load.
+__attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")))
+void q8_rows_vnni(const int8_t* wp, const float* sp, const int8_t* xq, const float* xd, const int32_t* xcorr,
+                  float* op, int64_t M, int64_t N, int64_t K, int64_t n0, int64_t n1) {
+  const int64_t B = K / 32;
+  const __m256i flip = _mm256_set1_epi8((char)0x80);
+  for (int64_t n = n0; n < n1; ++n) {
+    const int8_t* wr = wp + n * K;
+    const float* sr = sp + n * B;
+    for (int64_t m0 = 0; m0 < M; m0 += 4) {
+      const int64_t mt = std::min<int64_t>(4, M - m0);
+      __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+      for (int64_t b = 0; b < B; ++b) {
+        const __m256i wu = _mm256_xor_si256(_mm256_loadu_si256((const __m256i*)(wr + b * 32)), flip);
+        for (int64_t j = 0; j < mt; ++j) {
+          const int64_t m = m0 + j;
+          const __m256i xv = _mm256_loadu_si256((const __m256i*)(xq + m * K + b * 32));
+          const __m256i c = _mm256_loadu_si256((const __m256i*)(xcorr + (m * B + b) * 8));
+          const __m256 pf = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(c, wu, xv));
+          acc[j] = _mm256_fmadd_ps(pf, _mm256_set1_ps(sr[b] * xd[m * B + b]), acc[j]);
+        }
+      }
+      for (int64_t j = 0; j < mt; ++j) {
+        v8f a; std::memcpy(&a, &acc[j], sizeof(a));
+        op[(m0 + j) * N + n] = hsum8(a);
+      }
+    }
+  }
+}
+#endif
+
+bool cpu_has_vnni() {
+#if defined(__AVX2__) && defined(__FMA__) && defined(__GNUC__)
+  // libgcc checks the OS enabled the AVX512 state (XCR0), not only the CPUID bit
+  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+  return ok;
+#else
+  return false;
+#endif
+}
+
+// y = x @ W^T for Q8_0 W; x quantized per 32-block to int8 (llama.cpp's Q8_0 x Q8_0 dot).
+// isa: -1 = best available, 0 = AVX2 / portable, 1 = AVX512-VNNI (error if unavailable).
+at::Tensor q8_linear(const at::Tensor& x_in, const at::Tensor& w, const at::Tensor& scales, int64_t isa) {
   RECORD_FUNCTION("specdec::q8_linear", std::vector<c10::IValue>());
   TORCH_CHECK(w.scalar_type() == at::kChar && w.is_contiguous(), "w must be contiguous int8");
   check_f32(scales, "scales");
   const at::Tensor x = x_in.to(at::kFloat).contiguous();
   const int64_t M = x.size(0), K = x.size(1), N = w.size(0), B = K / 32;
   TORCH_CHECK(K % 32 == 0 && w.size(1) == K && scales.size(0) == N && scales.size(1) == B, "bad Q8_0 shapes");
+  const bool vnni = isa < 0 ? cpu_has_vnni() : isa == 1;
+  TORCH_CHECK(!vnni || cpu_has_vnni(), "AVX512-VNNI is not available on this CPU");
   std::vector<int8_t> xq(M * K);
   std::vector<float> xd(M * B);
+  std::vector<int32_t> xcorr(vnni ? M * B * 8 : 0);
   const float* xp = x.data_ptr<float>();
   for (int64_t m = 0; m < M; ++m)
     for (int64_t b = 0; b < B; ++b) {
@@ -335,12 +386,24 @@ at::Tensor q8_linear(const at::Tensor& x_in, const at::Tensor& w, const at::Tens
       for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(src[i]));
       const float d = amax / 127.f, id = d > 0.f ? 1.f / d : 0.f;
       xd[m * B + b] = d;
-      for (int i = 0; i < 32; ++i) xq[m * K + b * 32 + i] = (int8_t)std::nearbyint(src[i] * id);
+      int8_t* q = xq.data() + m * K + b * 32;
+      for (int i = 0; i < 32; ++i) q[i] = (int8_t)std::nearbyint(src[i] * id);
+      if (vnni)
+        for (int l = 0; l < 8; ++l)
+          xcorr[(m * B + b) * 8 + l] = -128 * ((int32_t)q[4 * l] + q[4 * l + 1] + q[4 * l + 2] + q[4 * l + 3]);
     }
   auto out = at::empty({M, N}, x.options());
   float* op = out.data_ptr<float>();
   const int8_t* wp = w.data_ptr<int8_t>();
   const float* sp = scales.data_ptr<float>();
+#if defined(__AVX2__) && defined(__FMA__)
+  if (vnni) {
+    at::parallel_for(0, N, 256, [&](int64_t n0, int64_t n1) {
+      q8_rows_vnni(wp, sp, xq.data(), xd.data(), xcorr.data(), op, M, N, K, n0, n1);
+    });
+    return out;
+  }
+#endif
   at::parallel_for(0, N, 256, [&](int64_t n0, int64_t n1) {
     for (int64_t n = n0; n < n1; ++n) {
       const int8_t* wr = wp + n * K;
@@ -436,5 +499,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("layer_qkv", &layer_qkv);
   m.def("layer_out", &layer_out);
   m.def("forward_rows", &forward_rows);
-  m.def("q8_linear", &q8_linear);
+  m.def("q8_linear", &q8_linear, py::arg("x"), py::arg("w"), py::arg("scales"), py::arg("isa") = -1);
+  m.def("cpu_has_vnni", &cpu_has_vnni);
 }
