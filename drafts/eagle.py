@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 import torch
 
 from drafts.eagle_head import EagleHead
-from specdec.attention import pack_tree_mask
 from specdec.draft_tree import NO_NODE, DraftTree
-from specdec.model_runner import Segment, pack_segments
+from specdec.model_runner import Segment, pack_segments, slot_of
+from specdec.row_attention import rows_from_slots
 from specdec.request import Request
 from specdec.verifier import AcceptResult
 
@@ -62,6 +62,8 @@ class _Tree:
     scores: list[float]                   # cumulative draft log-probability
     depths: list[int]
     forwarded: list[int] = field(default_factory=list)   # node ids with draft K/V, in slot order
+    slot: dict[int, int] = field(default_factory=dict)   # forwarded node -> its pool slot
+    context_slots: torch.Tensor | None = None             # slots of the committed positions
     outputs: dict[int, torch.Tensor] = field(default_factory=dict)   # node -> head output a [H]
     frontier: list[int] = field(default_factory=list)
 
@@ -163,45 +165,57 @@ class EagleProposer:
         t.frontier = cands[:k]
 
     def _forward_frontiers(self, trees: list[_Tree]) -> None:
-        """Forward every tree's forwarded nodes + its frontier; expand the frontier's children."""
-        segs, hidden = [], []
+        """Forward every tree's frontier (only the new nodes: the ones forwarded before keep their
+        draft K/V in their slots) on the row path; expand the frontier's children."""
+        ids, positions, slots, row_slots, hidden = [], [], [], [], []
         for t in trees:
-            t.forwarded += t.frontier
-            nodes = t.forwarded
-            index = {n: k for k, n in enumerate(nodes)}
-            mask = torch.zeros(len(nodes), len(nodes), dtype=torch.bool)
-            for k, n in enumerate(nodes):
-                m = n
+            base, table = t.req.num_computed_tokens, t.req.block_table
+            if t.context_slots is None:      # committed keys 0..base-1, the same for every depth
+                t.context_slots = _slots(table, 0, base, self.block_size)
+            for n in t.frontier:
+                t.slot[n] = slot_of(table, base + len(t.forwarded), self.block_size)
+                t.forwarded.append(n)
+                path, m = [], n
                 while m != 0:
-                    mask[k, index[m]] = True
+                    path.append(t.slot[m])
                     m = t.parents[m]
-            base = t.req.num_computed_tokens
-            segs.append(Segment([t.tokens[n] for n in nodes], [base - 1 + t.depths[n] for n in nodes], base,
-                                t.req.block_table, pack_tree_mask(mask), [index[n] for n in t.frontier]))
-            hidden += [t.outputs[t.parents[n]] for n in nodes]
-        inputs = pack_segments(segs, self.block_size, self.device)
-        a = self._forward(torch.stack(hidden), inputs)
-        rows = a.index_select(0, inputs.logits_indices)
-        logp = torch.log_softmax(self.head.logits(rows), dim=-1)
-        for b, t in enumerate(trees):
-            lo, hi = inputs.cu_logits[b], inputs.cu_logits[b + 1]
+                row_slots.append(torch.cat([t.context_slots, torch.tensor(path[::-1], dtype=torch.int64)]))
+                ids.append(t.tokens[n])
+                positions.append(base - 1 + t.depths[n])
+                slots.append(t.slot[n])
+                hidden.append(t.outputs[t.parents[n]])
+        rows = rows_from_slots(row_slots, list(range(len(row_slots))), self.device)
+        emb = self.embed(torch.tensor(ids, device=self.device)).float()
+        a = self.head.forward_rows(torch.stack(hidden), emb, torch.tensor(positions, device=self.device),
+                                   torch.tensor(slots, device=self.device), rows, self.rope, self.kv)
+        logp = torch.log_softmax(self.head.logits(a), dim=-1)
+        lo = 0
+        for t in trees:
             frontier = t.frontier
+            hi = lo + len(frontier)
             for k, n in enumerate(frontier):
-                t.outputs[n] = rows[lo + k]
+                t.outputs[n] = a[lo + k]
             if t.depths[frontier[0]] < t.depth_budget:
                 self._add_children(t, frontier, logp[lo:hi])
             else:
                 t.frontier = []
+            lo = hi
 
     def _forward(self, hidden: torch.Tensor, inputs) -> torch.Tensor:
         emb = self.embed(inputs.input_ids).float()
-        return self.head.forward_pool(hidden, emb, self.rope.lookup(inputs.positions), self.kv,
-                                      inputs.meta, self.attn)
+        return self.head.forward_pool(hidden, emb, inputs.positions, self.rope, self.kv, inputs.meta,
+                                      self.attn)
 
     # ---- commit ---------------------------------------------------------------------------
     def commit(self, req: Request, tree: DraftTree, result: AcceptResult) -> tuple[list[int], list[int]]:
         """Nothing moves: the next catch-up recomputes the accepted rows from true features."""
         return [], []
+
+
+def _slots(block_table: list[int], lo: int, hi: int, block_size: int) -> torch.Tensor:
+    """Pool slots of positions lo..hi-1."""
+    table = torch.tensor(block_table[:(hi + block_size - 1) // block_size], dtype=torch.int64)
+    return (table[:, None] * block_size + torch.arange(block_size)).flatten()[lo:hi]
 
 
 def _select(t: _Tree) -> DraftTree:

@@ -96,10 +96,13 @@ class EagleHead(nn.Module):
         self.register_buffer("lm_head", torch.zeros(cfg.draft_vocab_size, H))
         self.register_buffer("d2t", torch.zeros(cfg.draft_vocab_size, dtype=torch.int64))
         self.out_proj: nn.Module | None = None     # compact output rows (see `compact`)
+        self.fast = None                           # drafts/eagle_fast.FastHead (see `compact`)
 
     # ---- pieces shared by training (dense) and drafting (paged pool) -----------------
     def fuse(self, features: torch.Tensor) -> torch.Tensor:
         """features [T, n*H] -> g [T, H]."""
+        if self.fast is not None:
+            return self.fast.fuse(features)
         parts = features.float().chunk(len(self.feature_norms), dim=-1)
         return self.fc(torch.cat([n(p) for n, p in zip(self.feature_norms, parts)], dim=-1))
 
@@ -120,6 +123,8 @@ class EagleHead(nn.Module):
 
     def logits(self, a: torch.Tensor) -> torch.Tensor:
         """a [N, H] -> draft-vocabulary logits [N, Vd] fp32."""
+        if self.fast is not None:
+            return self.fast.logits(a)
         if self.out_proj is not None:
             return self.out_proj(self.norm(a))
         return self.norm(a) @ self.lm_head.t()
@@ -128,13 +133,28 @@ class EagleHead(nn.Module):
         return draft_ids + self.d2t[draft_ids]
 
     # ---- drafting on the paged pool ----------------------------------------------------
-    def forward_pool(self, hidden: torch.Tensor, emb: torch.Tensor, cos_sin, kv: torch.Tensor, meta,
-                     attn_backend) -> torch.Tensor:
+    def forward_pool(self, hidden: torch.Tensor, emb: torch.Tensor, positions: torch.Tensor, rope,
+                     kv: torch.Tensor, meta, attn_backend) -> torch.Tensor:
         """One draft forward over flattened segments; kv: [1, 2, blocks, block_size, Hkv, D]
         (the draft's pool tensor, same block ids as the target). Writes K/V; returns a [T, H]."""
-        q, k, v = self.project_qkv(hidden, emb, cos_sin)
+        if self.fast is not None and self.fast.accepts(kv, meta, attn_backend):
+            return self.fast.forward(hidden, emb, positions, rope, kv, meta)
+        q, k, v = self.project_qkv(hidden, emb, rope.lookup(positions))
         o = attn_backend.forward(q, k, v, kv[0, 0], kv[0, 1], meta, self.cfg.head_dim ** -0.5)
         return self.finish(hidden, o)
+
+    def forward_rows(self, hidden: torch.Tensor, emb: torch.Tensor, positions: torch.Tensor,
+                     slots: torch.Tensor, rows, rope, kv: torch.Tensor) -> torch.Tensor:
+        """Draft tree nodes on the row path: row r writes its K/V at slots[r] and attends to the
+        keys at rows.key_slots[r] (committed context, tree ancestors, itself). Returns a [R, H]."""
+        if self.fast is not None and kv.dtype == torch.float32 and kv.is_contiguous():
+            return self.fast.forward_rows(hidden, emb, positions, slots, rows, rope, kv)
+        from specdec.row_attention import row_attention
+        q, k, v = self.project_qkv(hidden, emb, rope.lookup(positions))
+        kc, vc = kv[0, 0], kv[0, 1]
+        kc.view(-1, *kc.shape[2:]).index_copy_(0, slots, k.to(kc.dtype))
+        vc.view(-1, *vc.shape[2:]).index_copy_(0, slots, v.to(vc.dtype))
+        return self.finish(hidden, row_attention(q, kc, vc, rows, self.cfg.head_dim ** -0.5))
 
     def compact(self) -> "EagleHead":
         """CPU drafting: the trained linears in tinygemm's 4-bit layout, and the output rows
@@ -148,7 +168,9 @@ class EagleHead(nn.Module):
                 setattr(self, name, Int4Linear(quantize_int4(lin.weight.detach()), None))
         ops = load()
         if ops is not None and self.cfg.hidden_size % 32 == 0:
+            from drafts.eagle_fast import FastHead
             self.out_proj = Q8BlockLinear(quantize_q8_0(self.lm_head), None, ops)
+            self.fast = FastHead(self, ops)       # the draft forward in three fused calls
         return self
 
     # ---- files --------------------------------------------------------------------------

@@ -61,12 +61,17 @@ def build_row_batch(meta: AttentionMetadata, segments: list[int], block_size: in
         slots = (table[:, None] * block_size + torch.arange(block_size)).flatten()[:seq_len]
         if meta.is_tree_cpu[b]:
             ancestors = unpack_tree_mask(meta.tree_mask[cu[b]:cu[b + 1]].cpu(), q_len)  # [q, q] bool
-        else:
-            ancestors = torch.ones(1, 1, dtype=torch.bool)
+        else:   # causal: row i of the chunk sees the chunk's rows 0..i (decode: q_len = 1)
+            ancestors = torch.ones(q_len, q_len, dtype=torch.bool).tril()
         for i in range(q_len):
             nodes = torch.nonzero(ancestors[i]).flatten()   # root..i in depth order (parents[i] < i)
             row_slots.append(torch.cat([slots[:start], slots[start + nodes]]))
             query_index.append(cu[b] + i)
+    return rows_from_slots(row_slots, query_index, device)
+
+
+def rows_from_slots(row_slots: list[torch.Tensor], query_index: list[int], device) -> RowBatch:
+    """A RowBatch from each row's key slots in position order (int64 [S_r] each)."""
     s_pad = -(-max(len(s) for s in row_slots) // KEY_PAD) * KEY_PAD
     key_slots = torch.zeros(len(row_slots), s_pad, dtype=torch.int64)
     lengths = torch.tensor([len(s) for s in row_slots])

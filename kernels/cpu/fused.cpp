@@ -489,6 +489,41 @@ at::Tensor forward_rows(at::Tensor x, const at::Tensor& positions, const at::Ten
   return x;
 }
 
+// ---- the EAGLE draft head (drafts/eagle_head.py) on the same ops ------------------------
+
+// g = fc(cat(norm_i(feature_i))): features [T, n*H] float32, norms: n weights [H].
+at::Tensor eagle_fuse(const at::Tensor& features, const std::vector<at::Tensor>& norms,
+                      const at::Tensor& fc, const at::Tensor& fc_sz, int64_t group, double eps) {
+  RECORD_FUNCTION("specdec::eagle_fuse", std::vector<c10::IValue>());
+  const at::Tensor f = features.to(at::kFloat).contiguous();
+  const int64_t n = (int64_t)norms.size(), H = f.size(1) / n;
+  std::vector<at::Tensor> parts;
+  for (int64_t i = 0; i < n; ++i)
+    parts.push_back(rms_norm_bf16(f.narrow(1, i * H, H).contiguous(), norms[i], eps));
+  return int4_mm(at::cat(parts, 1), fc, group, fc_sz).to(at::kFloat);
+}
+
+// The head's decoder layer over rows that all take the row path: q/k/v from
+// cat(hidden_norm(hidden), input_norm(emb)), RoPE + the K/V write into the head's pool layer,
+// row attention, then o_proj, the residual on `hidden`, the MLP (layer_out). Returns a [T, H].
+// w: hidden_norm, input_norm, qkv (packed, sz), o (packed, sz), post_norm, gate_up (packed, sz),
+// down (packed, sz).
+at::Tensor eagle_layer(const at::Tensor& hidden, const at::Tensor& emb, const std::vector<at::Tensor>& w,
+                       const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& positions,
+                       at::Tensor k_cache, at::Tensor v_cache, const at::Tensor& slots,
+                       const at::Tensor& key_slots, const at::Tensor& lengths, int64_t group, double eps,
+                       double scale, int64_t Hq, int64_t Hkv) {
+  RECORD_FUNCTION("specdec::eagle_layer", std::vector<c10::IValue>());
+  TORCH_CHECK(w.size() == 11, "expected 11 head weights");
+  check_f32(hidden, "hidden"); check_f32(emb, "emb");
+  at::Tensor h = at::cat({rms_norm_bf16(hidden, w[0], eps), rms_norm_bf16(emb, w[1], eps)}, 1);
+  at::Tensor q = rope_store(int4_mm(h, w[2], group, w[3]), cos, sin, positions, k_cache, v_cache, slots, Hq, Hkv);
+  at::Tensor x = hidden.clone();
+  const std::vector<at::Tensor> lw = {w[0], w[2], w[3], w[4], w[5], w[6], w[7], w[8], w[9], w[10]};
+  layer_out(x, row_attention(q, k_cache, v_cache, key_slots, lengths, scale), lw, group, eps);
+  return x;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rms_norm_bf16", &rms_norm_bf16);
   m.def("add_rms_norm_bf16", &add_rms_norm_bf16);
@@ -501,4 +536,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward_rows", &forward_rows);
   m.def("q8_linear", &q8_linear, py::arg("x"), py::arg("w"), py::arg("scales"), py::arg("isa") = -1);
   m.def("cpu_has_vnni", &cpu_has_vnni);
+  m.def("eagle_fuse", &eagle_fuse);
+  m.def("eagle_layer", &eagle_layer);
 }
