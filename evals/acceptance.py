@@ -87,13 +87,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="fixed-length outputs instead of stopping at EOS")
     p.add_argument("--speculators", nargs="+", metavar="TEXT",
                    help="only the speculator rows whose name contains one of these (e.g. eagle)")
+    p.add_argument("--temperature", type=float, default=0.0,
+                   help="sample at this temperature (seeded per prompt) instead of greedy; rows are then "
+                        "not checked against plain decoding token for token")
     args = cli.finish_args(p.parse_args(argv))
     s = cli.settings(args)
     _, prompt_ids, _ = cli.prompt_sets(args, s.files)
     speculators, notes = resolve(args.draft_model)
     if args.speculators:
         speculators = [sp for sp in speculators if any(t in sp.name for t in args.speculators)]
-    rows = run_rows(specdec_specs(s, speculators), prompt_ids, args.max_tokens, args.ignore_eos)
+    rows = run_rows(specdec_specs(s, speculators), prompt_ids, args.max_tokens, args.ignore_eos,
+                    sampled=args.temperature > 0)
     notes += sorted({f"{r.system}: {r.note}" for r in rows if r.note})
 
     by_workload = {w: [r for r in rows if r.workload == w] for w in args.workloads}

@@ -43,7 +43,7 @@ def finish_args(args: argparse.Namespace) -> argparse.Namespace:
 
 def settings(args: argparse.Namespace) -> Settings:
     return Settings(files=resolve_model(args.model), dtype=args.dtype, draft_model=args.draft_model,
-                    num_threads=args.threads)
+                    num_threads=args.threads, temperature=getattr(args, "temperature", 0.0))
 
 
 def prompt_sets(args: argparse.Namespace, files) -> tuple[object, dict[str, list[list[int]]],
@@ -64,5 +64,6 @@ def run_settings(args: argparse.Namespace, ignore_eos: bool) -> dict:
     s = settings(args)
     return {"model": str(s.files.path), "draft_model": args.draft_model, "dtype": args.dtype,
             "threads": args.threads, "prompts_per_workload": args.num_prompts,
-            "max_tokens": args.max_tokens, "ignore_eos": ignore_eos, "decoding": "greedy",
+            "max_tokens": args.max_tokens, "ignore_eos": ignore_eos,
+            "decoding": "greedy" if s.temperature == 0 else f"sampled, temperature {s.temperature}, seeded",
             "workloads": args.workloads, "loadavg_1m_at_start": args.loadavg_at_start}

@@ -53,7 +53,7 @@ def log(msg: str) -> None:
 
 
 def run_rows(specs: list[RowSpec], prompt_sets: dict[str, list[list[int]]], max_tokens: int,
-             ignore_eos: bool) -> list[Row]:
+             ignore_eos: bool, sampled: bool = False) -> list[Row]:
     """Every spec over every workload at batch 1, then the output check.
 
     All runners are loaded first and then take turns prompt by prompt (who
@@ -94,7 +94,13 @@ def run_rows(specs: list[RowSpec], prompt_sets: dict[str, list[list[int]]], max_
     for runner in runners.values():
         runner.close()
     flat = [r for spec in specs for r in rows[spec.system]]
-    check_outputs(flat)
+    if sampled:     # seeded sampling: no token-for-token reference (tests/test_eagle_sampling.py
+        for r in flat:   # checks the distribution instead)
+            if r.status != SKIPPED:
+                r.status = REF if r.system == PLAIN else INFO
+                r.note = r.note or "sampled: outputs are not compared token for token"
+    else:
+        check_outputs(flat)
     return flat
 
 

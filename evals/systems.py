@@ -25,16 +25,18 @@ class Settings:
     dtype: str
     draft_model: str | None
     num_threads: int
+    temperature: float = 0.0      # specdec rows only (evals.acceptance --temperature): seeded sampling
 
 
 def specdec_specs(s: Settings, speculators: list[Speculator]) -> list[RowSpec]:
     from evals.runners.specdec_engine import SpecdecRunner
     why = specdec_import_error()
     model = None if s.files == resolve_model(None) else str(s.files.path)  # None = engine's bundled default
-    rows = [RowSpec(PLAIN, "specdec", lambda: SpecdecRunner.load(PLAIN, model, s.dtype, None), why)]
+    t = s.temperature
+    rows = [RowSpec(PLAIN, "specdec", lambda: SpecdecRunner.load(PLAIN, model, s.dtype, None, t), why)]
     for spec in speculators:
         name = f"specdec {spec.name}"
-        load = lambda name=name, cfg=spec.config: SpecdecRunner.load(name, model, s.dtype, cfg)  # noqa: E731
+        load = lambda name=name, cfg=spec.config: SpecdecRunner.load(name, model, s.dtype, cfg, t)  # noqa: E731
         rows.append(RowSpec(name, "specdec", load, why, is_speculative=True))
     return rows
 

@@ -67,3 +67,20 @@ def test_real_engine_plain_greedy_emits_fixed_length():
     assert len(g.token_ids) == len(g.token_times) == 6
     assert g.num_forwards == 6 and g.tau == 1.0
     assert g.num_cached_prompt_tokens == 0  # the runner turns the prefix cache off
+
+
+def test_sampled_runner_seeds_each_request():
+    seen = []
+
+    class Recording(FakeEngine):
+        def add_request(self, request_id, prompt_token_ids, params):
+            seen.append((params.temperature, params.seed))
+            metrics = RequestMetrics(arrival_time=self.clock)
+            self.reqs[request_id] = (prompt_token_ids, params.max_tokens, metrics, [])
+
+    llm = FakeLLM()
+    llm.engine = Recording()
+    runner = SpecdecRunner("specdec plain", llm, temperature=1.0)
+    runner.generate([1, 2], 3, ignore_eos=True)
+    runner.generate([5], 3, ignore_eos=True)
+    assert seen == [(1.0, 0), (1.0, 1)]

@@ -21,14 +21,16 @@ def specdec_import_error() -> str | None:
 
 
 class SpecdecRunner:
-    def __init__(self, name: str, llm) -> None:
+    def __init__(self, name: str, llm, temperature: float = 0.0) -> None:
         self.name = name
         self.llm = llm
+        self.temperature = temperature
         self._ids = itertools.count()
+        self._seeds = itertools.count()    # request i of every runner gets seed i
 
     @classmethod
     def load(cls, name: str, model: str | None, dtype: str,
-             speculative_config: dict | None) -> "SpecdecRunner":
+             speculative_config: dict | None, temperature: float = 0.0) -> "SpecdecRunner":
         import torch
 
         from specdec import LLM
@@ -42,10 +44,13 @@ class SpecdecRunner:
         # left over by lookahead slots otherwise; see docs/architecture.md, CPU fast path).
         return cls(name, LLM(model=model, dtype=dtype, speculative_config=speculative_config,
                              enable_prefix_caching=False, max_num_batched_tokens=32768,
-                             num_threads=torch.get_num_threads()))
+                             num_threads=torch.get_num_threads()), temperature)
 
     def _params(self, max_tokens: int, ignore_eos: bool):
         from specdec import SamplingParams
+        if self.temperature > 0:
+            return SamplingParams(max_tokens=max_tokens, temperature=self.temperature, ignore_eos=ignore_eos,
+                                  seed=next(self._seeds))
         return SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=ignore_eos)
 
     def _run(self, prompts: list[list[int]], max_tokens: int, ignore_eos: bool) -> list:
