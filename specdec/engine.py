@@ -490,7 +490,7 @@ class LLMEngine:
     def _calibrate_step_cost(self) -> None:
         """Seed the cost model: time every verify size of one request on a scratch request."""
         from specdec.scheduler import ScheduledRequest
-        k = self.spec_config.num_speculative_tokens * self.spec_config.tree_width
+        k = self.policy.max_depth * self.policy.width
         ctx = 64
         req = Request("__calibrate__", [0] * ctx, SamplingParams(), self.eos_token_ids)
         if not self.block_manager.allocate(req, ctx + k + 1):
@@ -499,9 +499,8 @@ class LLMEngine:
             prefill = SchedulerOutput([ScheduledRequest(req, ctx)])
             self.runner.forward(build_step_inputs(prefill, [None], self.config.block_size, self.config.device))
             req.num_computed_tokens = ctx - 1
-            # every verify size the drafter can ask for of one request (1 + depth * width), twice
-            sizes = [1] + [1 + d * self.spec_config.tree_width
-                           for d in range(1, self.spec_config.num_speculative_tokens + 1)]
+            # every verify size the policy can ask for of one request (1 + depth * width), twice
+            sizes = [1] + [1 + d * self.policy.width for d in range(1, self.policy.max_depth + 1)]
             for m in sizes * 2:
                 tree = DraftTree.chain(0, [0] * (m - 1)) if m > 1 else DraftTree.root_only(0)
                 batch = SchedulerOutput([ScheduledRequest(req, 1, tree.num_nodes - 1)])
