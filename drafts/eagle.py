@@ -7,22 +7,24 @@ target's features of token p with token p+1 (see eagle_head.py), so with n token
 last (the root) is not yet computed by the target, the head can cover rows 0..n-2, and row
 n-2's output predicts the root's children.
 
-A proposal (EAGLE-2 dynamic tree):
+A proposal for a budget of N nodes (EAGLE-2 dynamic tree; the cost-aware policy picks N,
+`"adaptive": False` asks for depth x topk):
   1. catch up: one forward over rows num_computed..n-2 with the TRUE target features (rows
      drafted in the previous step with predicted features are recomputed, so commit moves
      nothing in the draft pool);
-  2. depth 1: the root's top-k children; they are the first frontier;
-  3. depth d: the frontier is forwarded (input: its parent's output a, its own token), each
-     frontier node proposes top-k children, and the k best of those k*k by cumulative draft
-     log-probability become the next frontier;
-  4. the `max_nodes` best of all proposed nodes by cumulative log-probability form the tree
-     (a child never scores above its parent, so the choice is a connected tree).
+  2. depth 1: the root's top-k children (k <= N); the best w of them are the first frontier,
+     w = min(topk, N // depth) so that every forwarded node fits a reserved slot;
+  3. depth d <= min(depth, N): the frontier is forwarded (input: its parent's output a, its
+     own token), each frontier node proposes top-k children, and the w best of all candidates
+     of that depth by cumulative draft log-probability become the next frontier;
+  4. the N best of all proposed nodes by cumulative log-probability form the tree (a child
+     never scores above its parent, so the choice is a connected tree).
 
 Forwarded node j (1-based, in forwarding order) keeps its draft K/V in lookahead slot
 num_computed_tokens + j - 1, at rotary position (n - 2) + depth; the target verifies the
-chosen tree in the same reserved slots afterwards (its own pool). Each depth re-runs every
-forwarded node with the ancestor mask (keys = committed rows + its tree ancestors), as the
-draft-model proposer does: a few rows cost about the same as one.
+chosen tree in the same reserved slots afterwards (its own pool). A depth forwards only its
+new frontier nodes, on the row path: keys = the committed rows + the node's tree ancestors
+(already in their slots) + itself.
 
 Drafts are deterministic top-k proposals, verified as point masses, so greedy output equals
 plain decoding and sampled output keeps the target's distribution (specdec/verifier.py).
@@ -57,6 +59,7 @@ class _Tree:
     req: Request
     depth_budget: int
     max_nodes: int
+    width: int                            # frontier size per depth
     tokens: list[int]                     # target ids; node 0 = root
     parents: list[int]
     scores: list[float]                   # cumulative draft log-probability
@@ -132,8 +135,11 @@ class EagleProposer:
         trees = []
         for j, i in enumerate(ready):
             r = reqs[i]
-            t = _Tree(r, min(self.depth, max_nodes[i]), max_nodes[i], [r.token_ids[-1]], [NO_NODE],
-                      [0.0], [0])
+            depth = min(self.depth, max_nodes[i])
+            # frontier width: (depth - 1) frontiers are forwarded, each node into one of the
+            # request's max_nodes reserved lookahead slots, so width * (depth - 1) < max_nodes
+            width = max(1, min(self.topk, max_nodes[i] // depth))
+            t = _Tree(r, depth, max_nodes[i], width, [r.token_ids[-1]], [NO_NODE], [0.0], [0])
             t.outputs[0] = root_out[j]
             self._add_children(t, [0], root_logp[j:j + 1])
             trees.append(t)
@@ -147,8 +153,8 @@ class EagleProposer:
         return out
 
     def _add_children(self, t: _Tree, parents: list[int], logp: torch.Tensor) -> None:
-        """Each parent's top-k children join the candidates; the best k become the frontier.
-        Past the tree's budget N nothing can be chosen (N better nodes exist), so k <= N."""
+        """Each parent's top-k children join the candidates (k <= the budget N: past N better
+        nodes nothing can be chosen); the best `t.width` of them become the frontier."""
         k = min(self.topk, t.max_nodes)
         vals, ids = logp.topk(min(k, logp.shape[-1]), dim=-1)
         target_ids = self.head.draft_to_target(ids).tolist()
@@ -162,7 +168,7 @@ class EagleProposer:
                 t.depths.append(t.depths[p] + 1)
                 cands.append(node)
         cands.sort(key=lambda n: -t.scores[n])
-        t.frontier = cands[:k]
+        t.frontier = cands[:t.width]
 
     def _forward_frontiers(self, trees: list[_Tree]) -> None:
         """Forward every tree's frontier (only the new nodes: the ones forwarded before keep their

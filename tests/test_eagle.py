@@ -96,7 +96,7 @@ def test_proposer_catches_up_on_features_across_steps():
 
 def test_dynamic_tree_keeps_the_best_connected_nodes():
     # root -> a(-0.1) -> c(-0.2); root -> b(-2.0); a -> d(-3.0)
-    t = _Tree(None, 3, 2, [0, 11, 12, 13, 14], [NO_NODE, 0, 0, 1, 1], [0.0, -0.1, -2.0, -0.2, -3.0],
+    t = _Tree(None, 3, 2, 2, [0, 11, 12, 13, 14], [NO_NODE, 0, 0, 1, 1], [0.0, -0.1, -2.0, -0.2, -3.0],
               [0, 1, 1, 2, 2])
     tree = _select(t)
     assert tree.token_ids == [0, 11, 13] and tree.parents == [NO_NODE, 0, 1]
@@ -264,26 +264,26 @@ def test_shards_are_written_atomically_and_a_rerun_resumes(tmp_path):
     assert write_shards(tmp_path, 5, -1.0, "t", make) == 3 and made == []  # deadline passed: stop
 
 
-def test_a_node_budget_keeps_the_best_nodes_of_the_whole_tree():
-    """With a budget of N nodes (what the cost-aware policy asks for) the proposer grows only
-    what can be chosen and returns the same N nodes the full tree's selection would."""
+def test_a_node_budget_fits_its_reserved_slots():
+    """With a budget of N nodes (what the cost-aware policy asks for) the proposer returns N
+    nodes, forwards fewer than N (each forwarded node's draft K/V takes one of the request's N
+    reserved lookahead slots), and only expands what it can choose."""
     head = tiny_head(seed=5)
-    trees = {}
-    for budget in (12, 3, 1):
-        prop, _, _ = tiny_proposer(head, depth=3, topk=4)
+    for budget, depth, topk in ((12, 3, 4), (3, 3, 4), (2, 3, 4), (1, 3, 4), (5, 4, 2)):
+        prop, _, _ = tiny_proposer(head, depth=depth, topk=topk)
         req = Request("r", list(range(30)), SamplingParams(), (V + 1,))
         req.block_table = list(range(8))
         req.num_computed_tokens = 29
         prop.observe(req, 0, torch.randn(29, 2 * H, generator=torch.Generator().manual_seed(1)))
-        trees[budget] = prop.propose([req], [budget])[0]
-    full = trees[12]
-    assert full.num_nodes == 13
-    for budget in (3, 1):
-        t = trees[budget]
-        assert t.num_nodes == budget + 1
-        paths = {tuple(t.token_ids[n] for n in t.path_to(i)) for i in range(t.num_nodes)}
-        full_paths = {tuple(full.token_ids[n] for n in full.path_to(i)) for i in range(full.num_nodes)}
-        assert paths <= full_paths
+        forwarded = []
+        rows_fn = head.forward_rows
+        head.forward_rows = lambda *a, **k: forwarded.append(a[3].tolist()) or rows_fn(*a, **k)
+        tree = prop.propose([req], [budget])[0]
+        del head.forward_rows
+        slots = [s for call in forwarded for s in call]
+        assert tree.num_nodes == budget + 1 and max(tree.depths) <= min(depth, budget)
+        assert len(slots) < budget or budget == 1 and not slots
+        assert slots == list(range(29, 29 + len(slots)))       # block_table = identity, BS = 8
 
 
 def test_engine_gives_eagle_a_node_budget(tiny_model_dir, tiny_head_dir):
