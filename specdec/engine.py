@@ -384,7 +384,16 @@ class LLMEngine:
         from drafts.eagle_head import load_head
         from drafts.weights import shipped_eagle_path
         mc = self.model_config
-        path = self.spec_config.model or shipped_eagle_path(mc)
+        path = self.spec_config.model
+        if path is None:
+            try:
+                path = shipped_eagle_path(mc)
+            except ValueError:
+                if self.spec_config.method != "hybrid":
+                    raise
+                logger.warning("no EAGLE head is shipped for this model: hybrid drafts with n-gram alone "
+                               "(train one with `python -m drafts.train`, pass speculative_config['model'])")
+                return None
         head = load_head(path)
         hc = head.cfg
         if (hc.hidden_size, hc.target_vocab_size, hc.num_kv_heads, hc.head_dim) != (
@@ -429,6 +438,9 @@ class LLMEngine:
         if sc.method == "ngram":
             from drafts.ngram import NgramProposer
             return NgramProposer(sc.num_speculative_tokens, sc.ngram_max, sc.ngram_min, sc.tree_width)
+        if sc.method == "hybrid" and self.eagle_head is None:     # no head for this model
+            from drafts.ngram import NgramProposer
+            return NgramProposer(sc.num_speculative_tokens, sc.ngram_max, sc.ngram_min, 1)
         if sc.method in ("eagle", "hybrid"):
             from drafts.eagle import EagleProposer
             eagle = EagleProposer(self.eagle_head, self.model.embed_tokens, self.model.rope, self.pool.kv[-1],

@@ -303,3 +303,19 @@ def test_engine_gives_eagle_a_node_budget(tiny_model_dir, tiny_head_dir):
             for n in range(1, 40):
                 eng.step_cost.observe(n, 0.01)
         assert eng._lookahead(req) == want
+
+
+def test_hybrid_without_a_head_for_the_model_drafts_with_ngram(tiny_model_dir, tiny_llm):
+    """No head is shipped for this (tiny) target: "hybrid" keeps speculating with n-grams,
+    "eagle" refuses to start."""
+    from drafts.ngram import NgramProposer
+    from specdec import LLM
+    llm = LLM(model=tiny_model_dir, dtype="float32", num_kv_blocks=128,
+              speculative_config={"method": "hybrid", "adaptive": False})
+    assert isinstance(llm.engine.proposer, NgramProposer) and llm.engine.capture_layers == ()
+    p = list(range(5, 25)) * 3
+    params = SamplingParams(temperature=0.0, max_tokens=12)
+    want = tiny_llm.generate(prompt_token_ids=[p], sampling_params=params)[0].outputs[0].token_ids
+    assert llm.generate(prompt_token_ids=[p], sampling_params=params)[0].outputs[0].token_ids == want
+    with pytest.raises(ValueError, match="no EAGLE head"):
+        LLM(model=tiny_model_dir, dtype="float32", num_kv_blocks=128, speculative_config={"method": "eagle"})
