@@ -17,9 +17,9 @@ from __future__ import annotations
 import torch
 
 from specdec.attention import TorchAttention
-from specdec.row_attention import build_row_batch
+from specdec.row_attention import build_row_batch, causal_rows
 
-MAX_ROWS = 16
+MAX_ROWS = 64
 
 
 class FastHead:
@@ -49,7 +49,9 @@ class FastHead:
                 kv: torch.Tensor, meta) -> torch.Tensor:
         """Segments packed by pack_segments (the catch-up), every one on the row path."""
         if meta.rows is None:
-            meta.rows = build_row_batch(meta, list(range(len(meta.q_lens_cpu))), kv.shape[3], hidden.device)
+            segments = list(range(len(meta.q_lens_cpu)))
+            meta.rows = (build_row_batch(meta, segments, kv.shape[3], hidden.device) if any(meta.is_tree_cpu)
+                         else causal_rows(meta, kv.shape[3], hidden.device))
         return self.forward_rows(hidden, emb, positions, meta.slot_mapping, meta.rows, rope, kv)
 
     def forward_rows(self, hidden: torch.Tensor, emb: torch.Tensor, positions: torch.Tensor,

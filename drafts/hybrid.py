@@ -25,6 +25,14 @@ class HybridProposer:
         self.ngram = NgramProposer(eagle.depth * eagle.topk, ngram_max, ngram_min, 1)
         self.num_ngram = self.num_eagle = 0        # trees drafted by each side (for the benchmarks)
 
+    @property
+    def one_off_seconds(self) -> float:
+        return self.eagle.one_off_seconds
+
+    @one_off_seconds.setter
+    def one_off_seconds(self, value: float) -> None:
+        self.eagle.one_off_seconds = value
+
     def max_lookahead(self, req: Request) -> int:
         return self.eagle.max_lookahead(req)
 

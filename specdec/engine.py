@@ -200,8 +200,13 @@ class LLMEngine:
             # the whole step's time, not only the forward's: drafting, masks and per-node
             # verification also grow with the tokens drafted, and the policy must pay for them.
             # Only decode / verify steps: a prefill chunk costs per token what they do not.
+            # A drafter's one-off catch-up (EAGLE after a prompt or a pause) is left out: it is not
+            # what drafting costs per step, and counting it would keep a paused request paused.
+            one_off = getattr(self.proposer, "one_off_seconds", 0.0)
+            if one_off:
+                self.proposer.one_off_seconds = 0.0
             if all(sr.num_new_tokens == 1 for sr in batch.scheduled):
-                self.step_cost.observe(inputs.meta.num_tokens, time.perf_counter() - t0)
+                self.step_cost.observe(inputs.meta.num_tokens, time.perf_counter() - t0 - one_off)
         except Exception as exc:        # the whole step failed (e.g. out of memory in the forward)
             outputs = failed + self._fail_step(batch, exc)
         finally:

@@ -107,3 +107,25 @@ def row_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
     out = torch.bmm(probs, values.view(Hkv * R, S, D))                      # (Hkv*R, G, D)
     out = out / probs.sum(-1, keepdim=True)
     return out.view(Hkv, R, G, D).transpose(0, 1).reshape(R, Hq, D).to(q.dtype)
+
+
+def causal_rows(meta: AttentionMetadata, block_size: int, device) -> RowBatch:
+    """RowBatch for segments that are all causal (row i of a chunk sees its sequence's keys up to
+    itself), built with a few tensor ops per segment instead of per row (EAGLE's catch-up)."""
+    tables, lengths = [], []
+    for b, (q_len, seq_len) in enumerate(zip(meta.q_lens_cpu, meta.seq_lens_cpu)):
+        table = torch.tensor(meta.block_tables_cpu[b][:(seq_len + block_size - 1) // block_size],
+                             dtype=torch.int64)
+        tables.append((table[:, None] * block_size + torch.arange(block_size)).flatten()[:seq_len])
+        lengths.append(torch.arange(seq_len - q_len + 1, seq_len + 1))
+    lengths = torch.cat(lengths)
+    s_pad = -(-max(meta.seq_lens_cpu) // KEY_PAD) * KEY_PAD
+    key_slots = torch.zeros(len(lengths), s_pad, dtype=torch.int64)
+    r = 0
+    for slots, q_len in zip(tables, meta.q_lens_cpu):
+        key_slots[r:r + q_len, :len(slots)] = slots
+        r += q_len
+    key_valid = torch.arange(s_pad)[None, :] < lengths[:, None]
+    key_slots = key_slots * key_valid                        # padding points at slot 0
+    return RowBatch(torch.arange(len(lengths), device=device), key_slots.to(device),
+                    key_valid[:, None, None, :].to(device), lengths.to(device))

@@ -147,7 +147,7 @@ def test_probe_skipped_where_one_more_token_opens_a_new_row_block():
     policy = SpeculationPolicy(max_depth=4, cost=cost)
     assert policy.probe_is_cheap(1)              # 2 tokens cost 1.14x one
     assert not policy.probe_is_cheap(4)          # 5 tokens cost 1.6x four
-    line = _linear_cost(0.010, 0.0005)           # 17 tokens cost 3% more than 16:
+    line = _linear_cost(0.010, 0.0008)           # 17 tokens cost 3.5% more than 16 (allowed: 3.1%):
     assert not line.predict(17) <= 1.0 * line.predict(16)
     assert not SpeculationPolicy(max_depth=4, cost=line).probe_is_cheap(16)   # too dear at batch 16
     assert SpeculationPolicy(max_depth=4, cost=line).probe_is_cheap(1)

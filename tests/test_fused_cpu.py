@@ -187,3 +187,45 @@ def test_generated_tokens_recomputed_as_a_chain_match_their_decode_steps(tiny_in
     assert torch.equal(chained, one_by_one)
     # (the same tokens as a plain causal prefill chunk would go through SDPA instead)
     assert torch.equal(seg.tree_mask, pack_tree_mask(torch.ones(8, 8, dtype=torch.bool).tril()))
+
+
+def test_feature_capture_on_an_all_rows_step_stays_one_call_and_changes_nothing(tiny_int4):
+    """EAGLE's feature capture on a decode / tree step runs in one C++ call
+    (forward_rows_capture): the hidden states equal the no-capture call's bit for bit, and the
+    captured residuals agree with the eager layers'."""
+    from specdec.attention import pack_tree_mask
+    model = tiny_int4
+    cfg, bs = model.cfg, 16
+    kv_shape = (cfg.num_layers, 2, 8, bs, cfg.num_kv_heads, cfg.head_dim)
+    table = [3, 1, 6]
+    prompt = torch.randint(0, 1000, (20,), generator=torch.Generator().manual_seed(2)).tolist()
+    tree = torch.tensor([[1, 0, 0], [1, 1, 0], [1, 0, 1]], dtype=torch.bool)
+    step = [Segment([5, 6, 7], [20, 21, 21], 20, table, pack_tree_mask(tree), [0, 1, 2])]
+    out = {}
+    for name, fused, capture in (("plain", True, ()), ("capture", True, (0, 1)), ("eager", False, (0, 1))):
+        kv = torch.zeros(kv_shape)
+        _run(model, True, [Segment(prompt, list(range(20)), 0, table, None, [19])], kv, bs)
+        keep, ops = model.fused, model.fused.ops
+        model.fused = keep if fused else None
+        calls = []
+
+        class Spy:       # the fused ops, counting forward_rows_capture calls
+            def __getattr__(self, k):
+                if k == "forward_rows_capture":
+                    calls.append(k)
+                return getattr(ops, k)
+        keep.ops = Spy()
+        try:
+            inputs = pack_segments(step, bs, "cpu")
+            with torch.inference_mode():
+                out[name] = model(inputs.input_ids, inputs.positions, kv, inputs.meta, TorchAttention(),
+                                  capture_layers=capture)
+        finally:
+            keep.ops = ops
+            model.fused = keep
+        assert calls == (["forward_rows_capture"] if name == "capture" else [])
+    hidden, feats = out["capture"]
+    assert torch.equal(hidden, out["plain"])
+    eager_feats = out["eager"][1]
+    assert feats.shape == eager_feats.shape == (3, 2 * cfg.hidden_size)
+    assert (feats - eager_feats).abs().max() <= 0.02 * eager_feats.abs().max()

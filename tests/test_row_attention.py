@@ -91,3 +91,21 @@ def test_rows_of_a_batch_do_not_depend_on_each_other():
     first = row_attention(q[:1], k_cache, v_cache, build_row_batch(_meta(segs[:1]), [0], BS,
                                                                    torch.device("cpu")), 0.125)
     assert torch.equal(both[:1], first)
+
+
+def test_causal_rows_equal_the_per_row_builder():
+    """The vectorized builder for causal segments (EAGLE's catch-up) gives every row the same
+    visible keys as build_row_batch does row by row."""
+    import torch
+    from specdec.model_runner import Segment, pack_segments
+    from specdec.row_attention import build_row_batch, causal_rows
+    segs = [Segment([1, 2, 3], [5, 6, 7], 5, [3, 0, 2], None, [2]),
+            Segment([4], [9], 9, [1, 4], None, [0]),
+            Segment([5, 6], [14, 15], 14, [7, 5, 6], None, [1])]
+    meta = pack_segments(segs, 8, "cpu").meta
+    a = build_row_batch(meta, [0, 1, 2], 8, "cpu")
+    b = causal_rows(meta, 8, "cpu")
+    assert torch.equal(a.lengths, b.lengths) and torch.equal(a.query_index, b.query_index)
+    for r in range(len(a.lengths)):
+        n = int(a.lengths[r])
+        assert torch.equal(a.key_slots[r, :n], b.key_slots[r, :n])

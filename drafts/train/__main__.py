@@ -32,6 +32,9 @@ def parse_args(argv=None):
                    help="shards and checkpoints (resumable state)")
     p.add_argument("--collect-minutes", type=float, default=50.0, help="data budget of this run")
     p.add_argument("--prefill-minutes", type=float, default=15.0, help="off-policy data budget of this run")
+    p.add_argument("--collect-shards", type=int, help="stop on-policy data at this many shards (of "
+                   "--shard-size prompts), whatever time is left: a fixed data size for reproduction")
+    p.add_argument("--prefill-shards", type=int, help="the same for the off-policy shards")
     p.add_argument("--prefill-max-tokens", type=int, default=512)
     p.add_argument("--train-minutes", type=float, default=60.0, help="training budget of this run")
     p.add_argument("--epochs", type=float, default=3.0)
@@ -74,7 +77,7 @@ def main(argv=None) -> None:
     prompts = sharegpt_prompts(seed=args.seed)
     held_out = prompts[-args.check_prompts:]          # never collected: collection runs from the front
     num_shards = collect(work / "data", prompts[:-args.check_prompts], layers, args.collect_minutes,
-                         args.max_new_tokens, args.shard_size, args.max_prompt_tokens)
+                         args.max_new_tokens, args.shard_size, args.max_prompt_tokens, args.collect_shards)
     timed("collect_s", t0)
     if num_shards < 2:
         raise SystemExit("need at least 2 shards (1 held out); give more --collect-minutes")
@@ -82,7 +85,7 @@ def main(argv=None) -> None:
     banned = {p.text for p in held_out}
     pairs = [pq for pq in sharegpt_pairs(seed=args.seed + 1) if pq[0] not in banned]
     num_prefill = collect_prefill(work / "prefill", pairs, layers, args.prefill_minutes, 2 * args.shard_size,
-                                  args.prefill_max_tokens)
+                                  args.prefill_max_tokens, args.prefill_shards)
     timed("prefill_s", t0)
     shards = [torch.load(shard_path(work / "data", i)) for i in range(num_shards)
               if shard_path(work / "data", i).exists()]

@@ -127,7 +127,7 @@ def collect(data_dir: Path, prompts: list[TrainPrompt], layers: tuple[int, ...],
 
 
 def collect_prefill(data_dir: Path, convs: list[tuple[str, str]], layers: tuple[int, ...], minutes: float,
-                    shard_size: int, max_tokens: int) -> int:
+                    shard_size: int, max_tokens: int, max_shards: int | None = None) -> int:
     """Off-policy shards, 10x cheaper per token than generating: (user turn, ShareGPT answer)
     pairs prefilled in one forward, with features and the target's argmax after every position
     (the labels; trainer rows count only where the fed tokens agree with the target's argmax,
@@ -137,6 +137,8 @@ def collect_prefill(data_dir: Path, convs: list[tuple[str, str]], layers: tuple[
     llm = LLM(kv_cache_memory=768 * 2**20, enable_prefix_caching=False)
     eng, tok = llm.engine, llm.tokenizer
     num_shards = len(convs) // shard_size
+    if max_shards is not None:
+        num_shards = min(num_shards, max_shards)
 
     def make_shard(i: int) -> dict:
         seqs, plens = [], []

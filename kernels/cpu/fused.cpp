@@ -524,6 +524,29 @@ at::Tensor eagle_layer(const at::Tensor& hidden, const at::Tensor& emb, const st
   return x;
 }
 
+// forward_rows that also returns the residual stream entering each layer of `capture`
+// (ascending): [x, captured...]. EAGLE's features, without leaving C++ between layers.
+std::vector<at::Tensor> forward_rows_capture(at::Tensor x, const at::Tensor& positions, const at::Tensor& cos,
+                                             const at::Tensor& sin, at::Tensor kv, const at::Tensor& slots,
+                                             const at::Tensor& key_slots, const at::Tensor& lengths,
+                                             const std::vector<std::vector<at::Tensor>>& layers,
+                                             const std::vector<int64_t>& capture, int64_t group, double eps,
+                                             double scale, int64_t Hq, int64_t Hkv) {
+  RECORD_FUNCTION("specdec::forward_rows", std::vector<c10::IValue>());
+  check_f32(x, "x"); check_f32(kv, "kv");
+  TORCH_CHECK((int64_t)layers.size() == kv.size(0), "one weight list per layer");
+  std::vector<at::Tensor> out = {x};
+  size_t c = 0;
+  for (int64_t l = 0; l < kv.size(0); ++l) {
+    if (c < capture.size() && capture[c] == l) { out.push_back(x.clone()); ++c; }
+    at::Tensor kc = kv[l][0], vc = kv[l][1];
+    at::Tensor q = layer_qkv(x, layers[l], cos, sin, positions, kc, vc, slots, group, eps, Hq, Hkv);
+    layer_out(x, row_attention(q, kc, vc, key_slots, lengths, scale), layers[l], group, eps);
+  }
+  TORCH_CHECK(c == capture.size(), "capture layers must be ascending and < the layer count");
+  return out;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rms_norm_bf16", &rms_norm_bf16);
   m.def("add_rms_norm_bf16", &add_rms_norm_bf16);
@@ -537,5 +560,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("q8_linear", &q8_linear, py::arg("x"), py::arg("w"), py::arg("scales"), py::arg("isa") = -1);
   m.def("cpu_has_vnni", &cpu_has_vnni);
   m.def("eagle_fuse", &eagle_fuse);
+  m.def("forward_rows_capture", &forward_rows_capture);
   m.def("eagle_layer", &eagle_layer);
 }

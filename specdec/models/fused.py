@@ -78,6 +78,12 @@ class FusedLayers:
                                       rows.lengths, self.layer_weights, self.group, self.eps,
                                       self.scale, self.Hq, self.Hkv)
             return x, {}
+        if len(row_segs) == len(meta.q_lens_cpu):     # and EAGLE's features: still one call
+            layers = sorted(set(capture_layers))
+            out = self.ops.forward_rows_capture(x, positions, self.cos, self.sin, kv, slots, rows.key_slots,
+                                                rows.lengths, self.layer_weights, layers, self.group,
+                                                self.eps, self.scale, self.Hq, self.Hkv)
+            return out[0], dict(zip(layers, out[1:]))
         all_rows = len(row_segs) == len(meta.q_lens_cpu)
         captured = {}
         for i, w in enumerate(self.layer_weights):
