@@ -17,7 +17,8 @@ from __future__ import annotations
 import torch
 
 from specdec.attention import TorchAttention
-from specdec.row_attention import build_row_batch, causal_rows
+from specdec.models.quant import Q8BlockLinear, quantize_q8_0
+from specdec.row_attention import causal_rows
 
 MAX_ROWS = 64
 
@@ -35,23 +36,26 @@ class FastHead:
                       head.post_attention_norm.weight.data, head.gate_up_proj.packed,
                       head.gate_up_proj.scale_zero, head.down_proj.packed, head.down_proj.scale_zero]
         self.norm = head.norm.weight.data
-        self.out = head.out_proj             # Q8BlockLinear
+        self.out = Q8BlockLinear(quantize_q8_0(head.lm_head), None, ops)   # the target's Q8_0 rows again
 
     def fuse(self, features: torch.Tensor) -> torch.Tensor:
         return self.ops.eagle_fuse(features.float().contiguous(), self.feature_norms, *self.fc, self.group,
                                    self.eps)
 
+    @staticmethod
+    def takes_pool(kv: torch.Tensor) -> bool:
+        return kv.dtype == torch.float32 and kv.is_contiguous()
+
     def accepts(self, kv: torch.Tensor, meta, attn_backend) -> bool:
-        return (type(attn_backend) is TorchAttention and kv.dtype == torch.float32 and kv.is_contiguous()
+        """Causal segments (the catch-up) of at most MAX_ROWS rows on the CPU backend."""
+        return (type(attn_backend) is TorchAttention and self.takes_pool(kv) and not any(meta.is_tree_cpu)
                 and max(meta.q_lens_cpu) <= MAX_ROWS)
 
     def forward(self, hidden: torch.Tensor, emb: torch.Tensor, positions: torch.Tensor, rope,
                 kv: torch.Tensor, meta) -> torch.Tensor:
-        """Segments packed by pack_segments (the catch-up), every one on the row path."""
+        """Causal segments packed by pack_segments (the catch-up), every row on the row path."""
         if meta.rows is None:
-            segments = list(range(len(meta.q_lens_cpu)))
-            meta.rows = (build_row_batch(meta, segments, kv.shape[3], hidden.device) if any(meta.is_tree_cpu)
-                         else causal_rows(meta, kv.shape[3], hidden.device))
+            meta.rows = causal_rows(meta, kv.shape[3], hidden.device)
         return self.forward_rows(hidden, emb, positions, meta.slot_mapping, meta.rows, rope, kv)
 
     def forward_rows(self, hidden: torch.Tensor, emb: torch.Tensor, positions: torch.Tensor,
@@ -62,5 +66,4 @@ class FastHead:
                                     self.eps, self.scale, self.Hq, self.Hkv)
 
     def logits(self, a: torch.Tensor) -> torch.Tensor:
-        return self.ops.q8_linear(self.ops.rms_norm_bf16(a.contiguous(), self.norm, self.eps), self.out.q,
-                                  self.out.scales)
+        return self.out(self.ops.rms_norm_bf16(a.contiguous(), self.norm, self.eps))

@@ -22,7 +22,7 @@ taken from the target at load (`attach_target`).
 
 On the CPU fast path the engine drafts with a compact copy (`compact`): the layer's linears in
 tinygemm's 4-bit layout (`Int4Linear`, group 32) and the output rows as the target's own Q8_0
-rows (`Q8BlockLinear`), so a draft forward reads ~8 MB instead of ~36 MB of fp32 weights. The
+rows (`Q8BlockLinear`, held by drafts/eagle_fast.FastHead), so a draft forward reads ~8 MB instead of ~36 MB of fp32 weights. The
 drafts change slightly (4-bit rounding of the trained weights); verification keeps the output
 exact whatever the head proposes.
 """
@@ -95,7 +95,6 @@ class EagleHead(nn.Module):
         # frozen: the target's embedding rows of the draft vocabulary, and the id offsets
         self.register_buffer("lm_head", torch.zeros(cfg.draft_vocab_size, H))
         self.register_buffer("d2t", torch.zeros(cfg.draft_vocab_size, dtype=torch.int64))
-        self.out_proj: nn.Module | None = None     # compact output rows (see `compact`)
         self.fast = None                           # drafts/eagle_fast.FastHead (see `compact`)
 
     # ---- pieces shared by training (dense) and drafting (paged pool) -----------------
@@ -125,8 +124,6 @@ class EagleHead(nn.Module):
         """a [N, H] -> draft-vocabulary logits [N, Vd] fp32."""
         if self.fast is not None:
             return self.fast.logits(a)
-        if self.out_proj is not None:
-            return self.out_proj(self.norm(a))
         return self.norm(a) @ self.lm_head.t()
 
     def draft_to_target(self, draft_ids: torch.Tensor) -> torch.Tensor:
@@ -147,7 +144,7 @@ class EagleHead(nn.Module):
                      slots: torch.Tensor, rows, rope, kv: torch.Tensor) -> torch.Tensor:
         """Draft tree nodes on the row path: row r writes its K/V at slots[r] and attends to the
         keys at rows.key_slots[r] (committed context, tree ancestors, itself). Returns a [R, H]."""
-        if self.fast is not None and kv.dtype == torch.float32 and kv.is_contiguous():
+        if self.fast is not None and self.fast.takes_pool(kv):
             return self.fast.forward_rows(hidden, emb, positions, slots, rows, rope, kv)
         from specdec.row_attention import row_attention
         q, k, v = self.project_qkv(hidden, emb, rope.lookup(positions))
@@ -161,7 +158,7 @@ class EagleHead(nn.Module):
         (already attached) as Q8_0 through the fused kernel when it builds -- for the bundled
         model exactly the target's own Q8_0 embedding rows again. Training uses the dense head."""
         from kernels.cpu import load
-        from specdec.models.quant import Int4Linear, Q8BlockLinear, quantize_int4, quantize_q8_0
+        from specdec.models.quant import Int4Linear, quantize_int4
         for name in ("fc", "qkv_proj", "o_proj", "gate_up_proj", "down_proj"):
             lin = getattr(self, name)
             if isinstance(lin, nn.Linear):
@@ -169,7 +166,6 @@ class EagleHead(nn.Module):
         ops = load()
         if ops is not None and self.cfg.hidden_size % 32 == 0:
             from drafts.eagle_fast import FastHead
-            self.out_proj = Q8BlockLinear(quantize_q8_0(self.lm_head), None, ops)
             self.fast = FastHead(self, ops)       # the draft forward in three fused calls
         return self
 

@@ -464,12 +464,11 @@ class LLMEngine:
         if self.proposer is None:
             return 0
         k = self.spec_config.num_speculative_tokens
-        width = self._policy_width()
-        if self.policy.cost is None and width == 1 < self.proposer.max_lookahead(req) // k:
-            # "adaptive": False with a node-budget drafter (EAGLE): its whole tree every step
+        if self.policy.cost is None:         # "adaptive": False: the drafter's whole tree every step
             full = self.proposer.max_lookahead(req)
             cap = req.params.num_speculative_tokens
             return full if cap is None else min(full, cap * (full // k))
+        width = self.policy.width
         if self._plan is None:               # first request of this step: one token each
             n = max(len(self.scheduler.running), 1)
             self._plan = [n, float(n)]

@@ -190,8 +190,8 @@ def test_generated_tokens_recomputed_as_a_chain_match_their_decode_steps(tiny_in
 
 
 def test_feature_capture_on_an_all_rows_step_stays_one_call_and_changes_nothing(tiny_int4):
-    """EAGLE's feature capture on a decode / tree step runs in one C++ call
-    (forward_rows_capture): the hidden states equal the no-capture call's bit for bit, and the
+    """EAGLE's feature capture on a decode / tree step runs in the same one C++ call as a plain
+    step (forward_rows): the hidden states equal the no-capture call's bit for bit, and the
     captured residuals agree with the eager layers'."""
     from specdec.attention import pack_tree_mask
     model = tiny_int4
@@ -209,9 +209,9 @@ def test_feature_capture_on_an_all_rows_step_stays_one_call_and_changes_nothing(
         model.fused = keep if fused else None
         calls = []
 
-        class Spy:       # the fused ops, counting forward_rows_capture calls
+        class Spy:       # the fused ops, counting forward_rows calls
             def __getattr__(self, k):
-                if k == "forward_rows_capture":
+                if k == "forward_rows":
                     calls.append(k)
                 return getattr(ops, k)
         keep.ops = Spy()
@@ -223,7 +223,7 @@ def test_feature_capture_on_an_all_rows_step_stays_one_call_and_changes_nothing(
         finally:
             keep.ops = ops
             model.fused = keep
-        assert calls == (["forward_rows_capture"] if name == "capture" else [])
+        assert calls == (["forward_rows"] if fused else [])
     hidden, feats = out["capture"]
     assert torch.equal(hidden, out["plain"])
     eager_feats = out["eager"][1]

@@ -470,25 +470,6 @@ void layer_out(at::Tensor& x, const at::Tensor& a, const std::vector<at::Tensor>
   add_bf16_(x, int4_mm(m, w[8], group, w[9]));
 }
 
-// All decoder layers for a step whose every query row takes the row path (decode tokens,
-// draft trees). x: [T, H] float32 residual stream, updated in place and returned.
-// layers: 10 tensors per layer (see layer_qkv). kv: [L, 2, blocks, block_size, Hkv, D].
-at::Tensor forward_rows(at::Tensor x, const at::Tensor& positions, const at::Tensor& cos,
-                        const at::Tensor& sin, at::Tensor kv, const at::Tensor& slots,
-                        const at::Tensor& key_slots, const at::Tensor& lengths,
-                        const std::vector<std::vector<at::Tensor>>& layers, int64_t group, double eps,
-                        double scale, int64_t Hq, int64_t Hkv) {
-  RECORD_FUNCTION("specdec::forward_rows", std::vector<c10::IValue>());
-  check_f32(x, "x"); check_f32(kv, "kv");
-  TORCH_CHECK((int64_t)layers.size() == kv.size(0), "one weight list per layer");
-  for (int64_t l = 0; l < kv.size(0); ++l) {
-    at::Tensor kc = kv[l][0], vc = kv[l][1];
-    at::Tensor q = layer_qkv(x, layers[l], cos, sin, positions, kc, vc, slots, group, eps, Hq, Hkv);
-    layer_out(x, row_attention(q, kc, vc, key_slots, lengths, scale), layers[l], group, eps);
-  }
-  return x;
-}
-
 // ---- the EAGLE draft head (drafts/eagle_head.py) on the same ops ------------------------
 
 // g = fc(cat(norm_i(feature_i))): features [T, n*H] float32, norms: n weights [H].
@@ -524,14 +505,17 @@ at::Tensor eagle_layer(const at::Tensor& hidden, const at::Tensor& emb, const st
   return x;
 }
 
-// forward_rows that also returns the residual stream entering each layer of `capture`
-// (ascending): [x, captured...]. EAGLE's features, without leaving C++ between layers.
-std::vector<at::Tensor> forward_rows_capture(at::Tensor x, const at::Tensor& positions, const at::Tensor& cos,
-                                             const at::Tensor& sin, at::Tensor kv, const at::Tensor& slots,
-                                             const at::Tensor& key_slots, const at::Tensor& lengths,
-                                             const std::vector<std::vector<at::Tensor>>& layers,
-                                             const std::vector<int64_t>& capture, int64_t group, double eps,
-                                             double scale, int64_t Hq, int64_t Hkv) {
+// All decoder layers for a step whose every query row takes the row path (decode tokens,
+// draft trees), in one call. x: [T, H] float32 residual stream, updated in place.
+// layers: 10 tensors per layer (see layer_qkv). kv: [L, 2, blocks, block_size, Hkv, D].
+// capture: layers (ascending) whose incoming residual stream is also returned (EAGLE's
+// features; empty for plain steps). Returns [x, captured...].
+std::vector<at::Tensor> forward_rows(at::Tensor x, const at::Tensor& positions, const at::Tensor& cos,
+                                     const at::Tensor& sin, at::Tensor kv, const at::Tensor& slots,
+                                     const at::Tensor& key_slots, const at::Tensor& lengths,
+                                     const std::vector<std::vector<at::Tensor>>& layers,
+                                     const std::vector<int64_t>& capture, int64_t group, double eps,
+                                     double scale, int64_t Hq, int64_t Hkv) {
   RECORD_FUNCTION("specdec::forward_rows", std::vector<c10::IValue>());
   check_f32(x, "x"); check_f32(kv, "kv");
   TORCH_CHECK((int64_t)layers.size() == kv.size(0), "one weight list per layer");
@@ -560,6 +544,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("q8_linear", &q8_linear, py::arg("x"), py::arg("w"), py::arg("scales"), py::arg("isa") = -1);
   m.def("cpu_has_vnni", &cpu_has_vnni);
   m.def("eagle_fuse", &eagle_fuse);
-  m.def("forward_rows_capture", &forward_rows_capture);
   m.def("eagle_layer", &eagle_layer);
 }

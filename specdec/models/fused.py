@@ -72,19 +72,12 @@ class FusedLayers:
         row_segs = [b for b in range(len(meta.q_lens_cpu)) if is_row_segment(meta, b)]
         if row_segs and meta.rows is None:
             meta.rows = build_row_batch(meta, row_segs, block_size, x.device)
-        rows = meta.rows
-        if len(row_segs) == len(meta.q_lens_cpu) and not capture_layers:
-            x = self.ops.forward_rows(x, positions, self.cos, self.sin, kv, slots, rows.key_slots,
-                                      rows.lengths, self.layer_weights, self.group, self.eps,
-                                      self.scale, self.Hq, self.Hkv)
-            return x, {}
-        if len(row_segs) == len(meta.q_lens_cpu):     # and EAGLE's features: still one call
+        if len(row_segs) == len(meta.q_lens_cpu):     # one call, EAGLE's features included
             layers = sorted(set(capture_layers))
-            out = self.ops.forward_rows_capture(x, positions, self.cos, self.sin, kv, slots, rows.key_slots,
-                                                rows.lengths, self.layer_weights, layers, self.group,
-                                                self.eps, self.scale, self.Hq, self.Hkv)
+            out = self.ops.forward_rows(x, positions, self.cos, self.sin, kv, slots, meta.rows.key_slots,
+                                        meta.rows.lengths, self.layer_weights, layers, self.group, self.eps,
+                                        self.scale, self.Hq, self.Hkv)
             return out[0], dict(zip(layers, out[1:]))
-        all_rows = len(row_segs) == len(meta.q_lens_cpu)
         captured = {}
         for i, w in enumerate(self.layer_weights):
             if i in capture_layers:
@@ -92,10 +85,7 @@ class FusedLayers:
             kc, vc = kv[i, 0], kv[i, 1]
             q = self.ops.layer_qkv(x, w, self.cos, self.sin, positions, kc, vc, slots, self.group,
                                    self.eps, self.Hq, self.Hkv)
-            if all_rows:
-                a = self.ops.row_attention(q, kc, vc, rows.key_slots, rows.lengths, self.scale)
-            else:
-                a = self._mixed_attention(q, kc, vc, meta, attn_backend, row_segs)
+            a = self._mixed_attention(q, kc, vc, meta, attn_backend, row_segs)
             self.ops.layer_out(x, a, w, self.group, self.eps)
         return x, captured
 
