@@ -38,6 +38,9 @@ SPECULATORS = [
     Speculator("eagle tree 3x4", {"method": "eagle"}),
     Speculator("eagle tree 3x4 full depth", {"method": "eagle", "adaptive": False}),
     Speculator("hybrid ngram/eagle 3x4", {"method": "hybrid"}),
+    # the largest tree the engine verifies (63 nodes): the head's tau, not a speed setting
+    Speculator("eagle tree 7x9 full depth", {"method": "eagle", "num_speculative_tokens": 7, "tree_width": 9,
+                                             "adaptive": False}),
 ]
 
 
