@@ -3,7 +3,9 @@
 Chosen per request and step: when the last `ngram_min`+ tokens occurred before (prompt or
 output) and what followed is at least `min_draft` tokens long, copying it is cheaper and
 usually better than the head (quoted code, repeated JSON keys, lists); otherwise the head's
-dynamic tree drafts. The head sees every committed token's target features either way (the
+dynamic tree drafts. A budget of at least twice the head's depth has room for both: the chain
+(at most half the budget) and the head's tree over the other nodes are merged into one tree
+(shared prefixes shared), so the target verifies both guesses in one forward. The head sees every committed token's target features either way (the
 engine hands them to `observe`), so switching back costs one catch-up forward.
 """
 from __future__ import annotations
@@ -23,7 +25,7 @@ class HybridProposer:
         self.capture_layers = eagle.capture_layers
         self.min_draft = min_draft
         self.ngram = NgramProposer(eagle.depth * eagle.topk, ngram_max, ngram_min, 1)
-        self.num_ngram = self.num_eagle = 0        # trees drafted by each side (for the benchmarks)
+        self.num_ngram = self.num_eagle = self.num_merged = 0   # trees of each kind (for the benchmarks)
 
     @property
     def one_off_seconds(self) -> float:
@@ -43,16 +45,30 @@ class HybridProposer:
         self.eagle.observe(req, start, features)
 
     def propose(self, reqs: list[Request], max_nodes: list[int]) -> list[DraftTree]:
-        trees: list[DraftTree | None] = []
+        chains: list[list[int]] = []          # n-gram draft tokens kept per request ([] = none)
+        head_budget: list[int] = []           # nodes left to the head (0 = it does not draft)
         for r, budget in zip(reqs, max_nodes):
-            t = self.ngram.propose([r], [budget])[0]
-            trees.append(t if t.num_draft_tokens >= min(self.min_draft, budget) else None)
-        rest = [i for i, t in enumerate(trees) if t is None]
-        self.num_ngram += len(reqs) - len(rest)
-        self.num_eagle += len(rest)
-        if rest:
-            for i, t in zip(rest, self.eagle.propose([reqs[i] for i in rest], [max_nodes[i] for i in rest])):
-                trees[i] = t
+            chain = self.ngram.propose([r], [budget])[0].token_ids[1:]
+            if len(chain) < min(self.min_draft, budget):
+                chain = []
+            elif budget >= 2 * self.eagle.depth:
+                chain = chain[:budget // 2]
+            chains.append(chain)
+            head_budget.append(budget - len(chain) if budget >= 2 * self.eagle.depth or not chain else 0)
+        drafting = [i for i, n in enumerate(head_budget) if n > 0]
+        heads = dict(zip(drafting, self.eagle.propose([reqs[i] for i in drafting],
+                                                      [head_budget[i] for i in drafting]))) if drafting else {}
+        trees = []
+        for i, (r, chain) in enumerate(zip(reqs, chains)):
+            if i not in heads:
+                self.num_ngram += 1
+                trees.append(DraftTree.chain(r.token_ids[-1], chain))
+            elif chain:
+                self.num_merged += 1
+                trees.append(heads[i].with_path(chain))
+            else:
+                self.num_eagle += 1
+                trees.append(heads[i])
         return trees
 
     def commit(self, req: Request, tree: DraftTree, result: AcceptResult) -> tuple[list[int], list[int]]:

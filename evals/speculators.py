@@ -41,6 +41,9 @@ SPECULATORS = [
     # the largest tree the engine verifies (63 nodes): the head's tau, not a speed setting
     Speculator("eagle tree 7x9 full depth", {"method": "eagle", "num_speculative_tokens": 7, "tree_width": 9,
                                              "adaptive": False}),
+    # the same 63 nodes shared with an n-gram chain where the context matches (one merged tree)
+    Speculator("hybrid 7x9 full depth", {"method": "hybrid", "num_speculative_tokens": 7, "tree_width": 9,
+                                         "adaptive": False}),
 ]
 
 

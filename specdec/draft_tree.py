@@ -66,6 +66,22 @@ class DraftTree:
                 node = index[key]
         return cls(tokens, parents)
 
+    def with_path(self, path: list[int]) -> "DraftTree":
+        """This tree plus one root-to-leaf token path: the path's prefix already in the tree is
+        shared, the rest is appended (existing node ids unchanged). Deterministic trees only."""
+        assert self.draft_probs is None, "merging needs point-mass drafts"
+        tokens, parents = list(self.token_ids), list(self.parents)
+        node = 0
+        for tok in path:
+            child = next((c for c in self._children[node] if tokens[c] == tok), None) \
+                if node < len(self._children) else None
+            if child is None:
+                tokens.append(tok)
+                parents.append(node)
+                child = len(tokens) - 1
+            node = child
+        return DraftTree(tokens, parents)
+
     # ---- views ---------------------------------------------------------------
     @property
     def num_nodes(self) -> int:

@@ -8,7 +8,7 @@ from drafts.eagle_head import EagleConfig, EagleHead, load_head, save_head
 from drafts.train.ttt import Pack, make_packs, ttt_loss
 from drafts.train.vocab import build_vocab, target_to_draft
 from specdec.attention import TorchAttention
-from specdec.draft_tree import NO_NODE
+from specdec.draft_tree import NO_NODE, DraftTree
 from specdec.models.rope import RotaryEmbedding
 from specdec.request import Request
 from specdec.sampling_params import SamplingParams
@@ -226,6 +226,12 @@ def test_hybrid_uses_ngram_on_a_long_match_and_eagle_otherwise(tiny_model_dir, t
         want = tiny_llm.generate(prompt_token_ids=[p], sampling_params=params)[0].outputs[0].token_ids
         assert llm.generate(prompt_token_ids=[p], sampling_params=params)[0].outputs[0].token_ids == want
     assert llm.engine.proposer.num_eagle > 0 and llm.engine.spec_metrics.num_drafted > 0
+    # a prompt whose earlier "2 3 9 9" is followed by more 9s (the tiny model repeats its last
+    # token): the n-gram chain and the head's tree are verified as one tree, still exact
+    p = [1, 2, 3] + [9] * 12 + [50, 51, 1, 2, 3, 9]
+    want = tiny_llm.generate(prompt_token_ids=[p], sampling_params=params)[0].outputs[0].token_ids
+    assert llm.generate(prompt_token_ids=[p], sampling_params=params)[0].outputs[0].token_ids == want
+    assert llm.engine.proposer.num_merged > 0
 
 
 def test_hybrid_chooses_per_request():
@@ -238,10 +244,25 @@ def test_hybrid_chooses_per_request():
         r.block_table = [2 * k, 2 * k + 1]
         r.num_computed_tokens = 9
         hybrid.observe(r, 0, torch.randn(9, 2 * H))
-    t_rep, t_fresh = hybrid.propose([repeating, fresh], [6, 6])
-    assert t_rep.token_ids == [3, 4, 5, 6, 7, 1, 2]          # the continuation after "1 2 3"
+    t_rep, t_fresh = hybrid.propose([repeating, fresh], [5, 5])     # < 2 x depth: one or the other
+    assert t_rep.token_ids == [3, 4, 5, 6, 7, 1]             # the continuation after "1 2 3"
     assert t_fresh.num_nodes > 1 and hybrid.num_ngram == 1 and hybrid.num_eagle == 1
     assert fresh.spec.num_computed == 9 and repeating.spec.num_computed == 0   # only eagle caught up
+    # a budget of >= 2 x depth takes both: the chain (at most half) merged into the head's tree
+    merged = hybrid.propose([repeating], [8])[0]
+    assert hybrid.num_merged == 1 and merged.num_draft_tokens <= 8
+    chain_end = max(range(merged.num_nodes), key=lambda n: merged.depths[n])
+    assert [merged.token_ids[n] for n in merged.path_to(chain_end)] == [3, 4, 5, 6, 7]
+    head_alone = hybrid.eagle.propose([repeating], [4])[0]
+    assert merged.token_ids[:head_alone.num_nodes] == head_alone.token_ids   # the head's nodes first
+
+
+def test_a_path_merges_into_a_tree_sharing_its_prefix():
+    tree = DraftTree([1, 2, 3, 4], [NO_NODE, 0, 0, 1])       # 1 -> {2 -> 4, 3}
+    merged = tree.with_path([2, 4, 7, 8])
+    assert merged.token_ids == [1, 2, 3, 4, 7, 8] and merged.parents == [NO_NODE, 0, 0, 1, 3, 4]
+    assert tree.with_path([5]).parents == [NO_NODE, 0, 0, 1, 0]
+    assert tree.with_path([2, 4]).token_ids == tree.token_ids
 
 
 def test_shards_are_written_atomically_and_a_rerun_resumes(tmp_path):
