@@ -5,8 +5,9 @@ output) and what followed is at least `min_draft` tokens long, copying it is che
 usually better than the head (quoted code, repeated JSON keys, lists); otherwise the head's
 dynamic tree drafts. A budget of at least twice the head's depth has room for both: the chain
 (at most half the budget) and the head's tree over the other nodes are merged into one tree
-(shared prefixes shared), so the target verifies both guesses in one forward. The head sees every committed token's target features either way (the
-engine hands them to `observe`), so switching back costs one catch-up forward.
+(shared prefixes shared), so the target verifies both guesses in one forward. The head sees
+every committed token's target features either way (the engine hands them to `observe`), so
+switching back costs one catch-up forward.
 """
 from __future__ import annotations
 
@@ -45,24 +46,24 @@ class HybridProposer:
         self.eagle.observe(req, start, features)
 
     def propose(self, reqs: list[Request], max_nodes: list[int]) -> list[DraftTree]:
+        ngram_trees = self.ngram.propose(reqs, max_nodes)
         chains: list[list[int]] = []          # n-gram draft tokens kept per request ([] = none)
         head_budget: list[int] = []           # nodes left to the head (0 = it does not draft)
-        for r, budget in zip(reqs, max_nodes):
-            chain = self.ngram.propose([r], [budget])[0].token_ids[1:]
-            if len(chain) < min(self.min_draft, budget):
-                chain = []
-            elif budget >= 2 * self.eagle.depth:
+        for t, budget in zip(ngram_trees, max_nodes):
+            chain = t.token_ids[1:] if t.num_draft_tokens >= min(self.min_draft, budget) else []
+            both = budget >= 2 * self.eagle.depth
+            if both:
                 chain = chain[:budget // 2]
             chains.append(chain)
-            head_budget.append(budget - len(chain) if budget >= 2 * self.eagle.depth or not chain else 0)
+            head_budget.append(budget - len(chain) if both or not chain else 0)
         drafting = [i for i, n in enumerate(head_budget) if n > 0]
         heads = dict(zip(drafting, self.eagle.propose([reqs[i] for i in drafting],
                                                       [head_budget[i] for i in drafting]))) if drafting else {}
         trees = []
-        for i, (r, chain) in enumerate(zip(reqs, chains)):
+        for i, (t, chain) in enumerate(zip(ngram_trees, chains)):
             if i not in heads:
                 self.num_ngram += 1
-                trees.append(DraftTree.chain(r.token_ids[-1], chain))
+                trees.append(t)               # the n-gram chain alone (untrimmed: budget < 2 x depth)
             elif chain:
                 self.num_merged += 1
                 trees.append(heads[i].with_path(chain))

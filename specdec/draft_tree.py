@@ -53,17 +53,9 @@ class DraftTree:
     @classmethod
     def from_token_paths(cls, root_token: int, paths: list[list[int]]) -> "DraftTree":
         """Merge root-to-leaf token paths (shared prefixes become shared nodes)."""
-        tokens, parents = [root_token], [NO_NODE]
-        index: dict[tuple[int, int], int] = {}     # (parent node, token) -> node
+        tokens, parents, index = [root_token], [NO_NODE], {}
         for path in paths:
-            node = 0
-            for tok in path:
-                key = (node, tok)
-                if key not in index:
-                    index[key] = len(tokens)
-                    tokens.append(tok)
-                    parents.append(node)
-                node = index[key]
+            _add_path(tokens, parents, index, path)
         return cls(tokens, parents)
 
     def with_path(self, path: list[int]) -> "DraftTree":
@@ -71,15 +63,8 @@ class DraftTree:
         shared, the rest is appended (existing node ids unchanged). Deterministic trees only."""
         assert self.draft_probs is None, "merging needs point-mass drafts"
         tokens, parents = list(self.token_ids), list(self.parents)
-        node = 0
-        for tok in path:
-            child = next((c for c in self._children[node] if tokens[c] == tok), None) \
-                if node < len(self._children) else None
-            if child is None:
-                tokens.append(tok)
-                parents.append(node)
-                child = len(tokens) - 1
-            node = child
+        index = {(p, t): i for i, (p, t) in enumerate(zip(parents, tokens)) if i}
+        _add_path(tokens, parents, index, path)
         return DraftTree(tokens, parents)
 
     # ---- views ---------------------------------------------------------------
@@ -125,3 +110,16 @@ class DraftTree:
             for a, b in zip(kids, kids[1:]):
                 nxt[a] = b
         return nxt
+
+
+def _add_path(tokens: list[int], parents: list[int], index: dict[tuple[int, int], int], path: list[int]) -> None:
+    """Walk `path` down from the root, reusing nodes in `index` ((parent, token) -> node) and
+    appending the rest to tokens / parents (and index)."""
+    node = 0
+    for tok in path:
+        key = (node, tok)
+        if key not in index:
+            index[key] = len(tokens)
+            tokens.append(tok)
+            parents.append(node)
+        node = index[key]
