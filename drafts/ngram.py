@@ -2,8 +2,11 @@
 
 Looks for the longest suffix of the sequence (max_n down to min_n tokens) that
 occurred before in the prompt or output, most recent occurrence first. Each
-distinct continuation becomes one path; several paths make a tree. Proposals are
-deterministic, so the verifier treats them as point masses. No model, no K/V.
+distinct continuation becomes one path; several paths make a tree. A match that overlaps
+the end of the sequence (inside a run of a repeated token or phrase) is copied the way an
+overlapping LZ77 copy is: the repeat continues with its own period, so a run of "a a a a"
+drafts k more tokens, not the one token left before the end. Proposals are deterministic,
+so the verifier treats them as point masses. No model, no K/V.
 """
 from __future__ import annotations
 
@@ -57,7 +60,7 @@ def find_continuations(tokens: list[int], k: int, max_n: int, min_n: int, max_pa
         paths: list[list[int]] = []
         for start in range(L - n - 1, -1, -1):
             if tokens[start:start + n] == suffix:
-                cont = tokens[start + n:start + n + k]
+                cont = _copy(tokens, start + n, k)
                 if cont and cont not in paths and not any(p[:len(cont)] == cont for p in paths):
                     paths.append(cont)
                     if len(paths) >= max_paths:
@@ -65,3 +68,13 @@ def find_continuations(tokens: list[int], k: int, max_n: int, min_n: int, max_pa
         if paths:
             return paths
     return []
+
+
+def _copy(tokens: list[int], src: int, k: int) -> list[int]:
+    """k tokens copied from position src on, the copy reading its own output past the end
+    (period L - src: the matched suffix recurs every L - src tokens)."""
+    out = tokens[src:src + k]
+    period = len(tokens) - src           # when out is short, it holds exactly `period` tokens
+    while len(out) < k:
+        out.append(out[len(out) - period])
+    return out
