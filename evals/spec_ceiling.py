@@ -19,10 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import time
 from pathlib import Path
 
+from evals import report
 from specdec.speculative import DEFAULT_SPECULATIVE_CONFIG
 
 CHAIN_DEPTHS = (1, 2, 3, 4, 6)
@@ -55,9 +54,11 @@ def acceptance_needed(tau: float, k: int) -> float | None:
     return (lo + hi) / 2
 
 
-def run_shape(name: str, config, prompts: list[list[int]], max_tokens: int, threads: int) -> dict:
+def run_shape(name: str, config, questions: list, max_tokens: int, threads: int) -> dict:
+    from evals.datasets import chat_token_ids
     from specdec import LLM, SamplingParams
     llm = LLM(num_threads=threads, speculative_config=config)
+    prompts = [chat_token_ids(llm.tokenizer, q) for q in questions]
     params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
     llm.generate(prompt_token_ids=[prompts[0]], sampling_params=SamplingParams(temperature=0.0, max_tokens=16))
     outs, decode_s, decode_tokens, steps = [], 0.0, 0, 0
@@ -98,16 +99,14 @@ def main() -> None:
     args = p.parse_args()
     import torch
 
-    from evals.datasets import chat_token_ids, load_prompts
-    from specdec import LLM
+    from evals.datasets import load_prompts
     torch.set_num_threads(args.threads)
     rows = []
     shapes = [s for s in SHAPES if s[1] is None or not args.shapes or any(k in s[0] for k in args.shapes)]
-    tok = LLM(num_threads=args.threads).tokenizer
-    prompts = [chat_token_ids(tok, q) for q in load_prompts("mtbench", args.num_prompts)]
+    questions = load_prompts("mtbench", args.num_prompts)
     load = [os.getloadavg()[0]]
     for name, config in shapes:
-        r = run_shape(name, config, prompts, args.max_tokens, args.threads)
+        r = run_shape(name, config, questions, args.max_tokens, args.threads)
         rows.append(r)
         print(f"{name}: tau {r['tau']:.2f}, {r['ms_per_step']:.1f} ms/step, {r['tok_s']:.1f} tok/s", flush=True)
     load.append(os.getloadavg()[0])
@@ -121,11 +120,10 @@ def main() -> None:
             r["equal_to_plain"] = sum(a == b for a, b in zip(r["outputs"], plain["outputs"]))
         for r in rows:
             r.pop("outputs")
-        meta = {"date": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpu": platform.processor() or _cpu_name(),
-                "threads": args.threads, "num_prompts": args.num_prompts, "max_tokens": args.max_tokens,
-                "loadavg_1m": load, "torch": torch.__version__}
+        meta = report.machine_info({"threads": args.threads, "num_prompts": args.num_prompts,
+                                    "max_tokens": args.max_tokens, "loadavg_1m_at_start": round(load[0], 2)})
         (out / "spec_ceiling.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-        (out / "spec_ceiling.md").write_text("\n".join([f"- {k}: {v}" for k, v in meta.items()] + [""] + lines) + "\n")
+        (out / "spec_ceiling.md").write_text("\n".join([report.machine_block(meta), ""] + lines) + "\n")
 
 
 def _report(rows: list[dict], plain: dict, args, load: list[float]) -> list[str]:
@@ -153,16 +151,6 @@ def _report(rows: list[dict], plain: dict, args, load: list[float]) -> list[str]
             first = r["acceptance_per_depth"][0] if r["acceptance_per_depth"] else 0.0
             lines.append(f"| {k} | {ratio:.2f} | {need:.2f} | {a_txt} | {r['tau']:.2f} | {first:.2f} |")
     return lines
-
-
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":
